@@ -1,0 +1,185 @@
+"""Spatiotemporal (ST) transformer blocks shared by the tokenizer, the LAM and the dynamics model.
+
+Each block attends spatially within a frame, then causally in time at each spatial position, then
+applies an MLP (Genie's memory-efficient ST-transformer). Attention goes through
+`F.scaled_dot_product_attention`, so flash/efficient kernels are used where available. Temporal
+attention can run incrementally: `step` processes one new frame against cached keys/values of the
+past frames, so generating a frame costs one frame of compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from timm.layers import Mlp
+from torch import nn
+
+
+@dataclass
+class STConfig:
+    dim: int = 256
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    qk_norm: bool = True  # normalised queries/keys keep attention logits bounded (as Genie does)
+    causal_time: bool = True
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the second-to-last axis of (N, L, D), with optional QK-norm."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.LayerNorm(head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.num_heads)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=p)
+        return self.proj(rearrange(out, "n h l d -> n l (h d)"))
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        return self.attend(*self.qkv_heads(x), causal=causal)
+
+
+class STBlock(nn.Module):
+    def __init__(self, cfg: STConfig):
+        super().__init__()
+        self.causal_time = cfg.causal_time
+        self.norm_space = nn.LayerNorm(cfg.dim)
+        self.attn_space = Attention(cfg.dim, cfg.num_heads, cfg.qk_norm, cfg.dropout)
+        self.norm_time = nn.LayerNorm(cfg.dim)
+        self.attn_time = Attention(cfg.dim, cfg.num_heads, cfg.qk_norm, cfg.dropout)
+        self.norm_mlp = nn.LayerNorm(cfg.dim)
+        self.mlp = Mlp(cfg.dim, int(cfg.dim * cfg.mlp_ratio), act_layer=nn.GELU, drop=cfg.dropout)
+
+    def _space(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        h = rearrange(self.norm_space(x), "b t s d -> (b t) s d")
+        return x + rearrange(self.attn_space(h), "(b t) s d -> b t s d", b=b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, S, D)
+        b, t, s, _ = x.shape
+        x = self._space(x)
+        h = rearrange(self.norm_time(x), "b t s d -> (b s) t d")
+        x = x + rearrange(self.attn_time(h, causal=self.causal_time), "(b s) t d -> b t s d", b=b)
+        return x + self.mlp(self.norm_mlp(x))
+
+    def step(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None):
+        """One new frame x (B, 1, S, D) against cached temporal keys/values `past`, each (B*S, H, T_past, Dh).
+
+        Returns the block output and this frame's own (k, v) so the caller can extend the cache.
+        """
+        b = x.shape[0]
+        x = self._space(x)
+        h = rearrange(self.norm_time(x), "b t s d -> (b s) t d")
+        q, k, v = self.attn_time.qkv_heads(h)
+        if past is not None:
+            k_all, v_all = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        else:
+            k_all, v_all = k, v
+        # the new frame is the last one: it may attend to every cached frame, so no mask is needed
+        x = x + rearrange(self.attn_time.attend(q, k_all, v_all, causal=False), "(b s) t d -> b t s d", b=b)
+        return x + self.mlp(self.norm_mlp(x)), (k, v)
+
+    def frame_kv(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Temporal keys/values of every frame of x (B, T, S, D) and the block output, for filling a cache."""
+        b = x.shape[0]
+        x_space = self._space(x)
+        h = rearrange(self.norm_time(x_space), "b t s d -> (b s) t d")
+        q, k, v = self.attn_time.qkv_heads(h)
+        out = x_space + rearrange(self.attn_time.attend(q, k, v, causal=self.causal_time), "(b s) t d -> b t s d", b=b)
+        return (k, v), out + self.mlp(self.norm_mlp(out))
+
+
+class STTransformer(nn.Module):
+    """A stack of ST blocks with a final LayerNorm. Input and output: (B, T, S, D)."""
+
+    def __init__(self, cfg: STConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(STBlock(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Run all frames of x (B, T, S, D) and return (output, per-block temporal (k, v) cache)."""
+        cache = []
+        for block in self.blocks:
+            kv, x = block.frame_kv(x)
+            cache.append(kv)
+        return self.norm(x), cache
+
+    def step(self, x: torch.Tensor, cache: list | None) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """One new frame x (B, 1, S, D) given `cache` from `prefill`/`extend`; returns (output, new frame's kv)."""
+        new_kv = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block.step(x, cache[i] if cache else None)
+            new_kv.append(kv)
+        return self.norm(x), new_kv
+
+    @staticmethod
+    def extend(cache: list | None, new_kv: list, max_frames: int | None = None) -> list:
+        """Append a frame's kv (from `step`) to the cache, keeping at most `max_frames` frames."""
+        out = []
+        for i, (k, v) in enumerate(new_kv):
+            if cache:
+                k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
+            if max_frames is not None:
+                k, v = k[:, :, -max_frames:], v[:, :, -max_frames:]
+            out.append((k, v))
+        return out
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class PatchEmbed(nn.Module):
+    """Frames (B, T, C, H, W) -> patch tokens (B, T, h*w, D) with learned space and time positions."""
+
+    def __init__(self, patch: int, in_channels: int, dim: int, resolution: int, max_frames: int):
+        super().__init__()
+        if resolution % patch:
+            raise ValueError(f"resolution {resolution} must be divisible by patch size {patch}")
+        self.patch = patch
+        self.grid = resolution // patch
+        self.proj = nn.Linear(in_channels * patch * patch, dim)
+        self.pos_space = nn.Parameter(torch.randn(1, 1, self.grid * self.grid, dim) * 0.02)
+        self.pos_time = nn.Parameter(torch.randn(1, max_frames, 1, dim) * 0.02)
+
+    def forward(self, video: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        x = rearrange(video, "b t c (h p) (w q) -> b t (h w) (p q c)", p=self.patch, q=self.patch)
+        x = self.proj(x)
+        return x + self.pos_space + self.pos_time[:, t0 : t0 + x.shape[1]]
+
+
+def unpatchify(x: torch.Tensor, patch: int, grid: int, channels: int = 3) -> torch.Tensor:
+    """(B, T, h*w, p*p*C) -> (B, T, C, H, W), the inverse of PatchEmbed's rearrange."""
+    return rearrange(x, "b t (h w) (p q c) -> b t c (h p) (w q)", h=grid, w=grid, p=patch, q=patch, c=channels)

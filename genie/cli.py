@@ -1,0 +1,190 @@
+"""The `genie` command line: parses arguments and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+STAGES = ("tokenizer", "lam", "dynamics")
+
+
+def _cmd_data(args: argparse.Namespace) -> None:
+    if args.source == "sprites":
+        from genie import sprites
+
+        cfg = sprites.SpriteWorldConfig(size=args.size, frames=args.frames)
+        paths = sprites.generate(args.out, episodes=args.episodes, seed=args.seed, cfg=cfg, overwrite=args.overwrite)
+    else:
+        from genie import gameplay
+
+        if args.source == "procgen":
+            paths = gameplay.generate_procgen(args.out, env=args.env, episodes=args.episodes, seed=args.seed,
+                                              max_frames=args.max_frames, overwrite=args.overwrite)
+        else:
+            paths = gameplay.generate_atari(args.out, env=args.env, episodes=args.episodes, seed=args.seed,
+                                            max_frames=args.max_frames, resolution=args.resolution, overwrite=args.overwrite)
+    print(f"wrote {len(paths)} episodes to {args.out}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.dir={args.data}")
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    if args.stage == "all":
+        from genie.pipeline import train_all
+
+        bundle = train_all(args.config, overrides=overrides, overwrite=args.overwrite)
+        print(f"world model bundle: {bundle}")
+        return
+    from genie.config import load_config
+    from genie.train import train_stage
+
+    task = importlib.import_module(f"genie.tasks.{args.stage}")
+    cfg = load_config(task.RunConfig, args.config, overrides)
+    run_dir = train_stage(task.Task, cfg, overwrite=args.overwrite)
+    print(f"{args.stage} trained: {run_dir}/checkpoints/last.ckpt")
+
+
+def _cmd_infer_actions(args: argparse.Namespace) -> None:
+    from genie.inference import infer_actions_command
+
+    infer_actions_command(args.model, args.videos, args.out, annotate=args.annotate, window=args.window)
+
+
+def _cmd_rollout(args: argparse.Namespace) -> None:
+    from genie.rollout import rollout_command
+
+    rollout_command(args)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from genie.evaluate import eval_command
+
+    eval_command(args)
+
+
+def _cmd_play(args: argparse.Namespace) -> None:
+    from genie.play import play_command
+
+    play_command(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from genie.bench import bench_command
+
+    bench_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genie", description="Turn unlabeled gameplay video into a playable world model.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="generate a dataset folder of gameplay videos with action sidecars")
+    data_sub = data.add_subparsers(dest="source", required=True)
+    for source, help_text in (("sprites", "the synthetic sprite world (5 known actions)"),
+                              ("procgen", "real Procgen gameplay (procgen2), random policy with action repeat"),
+                              ("atari", "real Atari gameplay (ale-py), random policy with action repeat")):
+        p = data_sub.add_parser(source, help=help_text)
+        p.add_argument("--out", required=True, help="output folder (must not already hold videos)")
+        p.add_argument("--episodes", type=int, default=64 if source == "sprites" else 50)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--overwrite", action="store_true", help="replace the videos already in --out")
+        if source == "sprites":
+            p.add_argument("--size", type=int, default=32, help="frame side in pixels")
+            p.add_argument("--frames", type=int, default=48, help="frames per episode")
+        else:
+            p.add_argument("--env", default="coinrun" if source == "procgen" else "Breakout")
+            p.add_argument("--max-frames", type=int, default=500, help="longest episode kept, in frames")
+        if source == "atari":
+            p.add_argument("--resolution", type=int, default=64)
+        p.set_defaults(func=_cmd_data)
+
+    train = sub.add_parser("train", help="train a stage (or all three) from a YAML config")
+    train.add_argument("stage", choices=(*STAGES, "all"))
+    train.add_argument("--config", required=True, help="YAML file, e.g. configs/sprites/tokenizer.yaml")
+    train.add_argument("--data", help="dataset folder (overrides data.dir)")
+    train.add_argument("--run-dir", help="run folder (overrides run_dir)")
+    train.add_argument("--overwrite", action="store_true", help="delete an existing run folder instead of resuming it")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=100")
+    train.set_defaults(func=_cmd_train)
+
+    infer = sub.add_parser("infer-actions", help="latent action ids for each transition of each video")
+    infer.add_argument("--model", required=True, help="LAM checkpoint, LAM run folder or world-model bundle")
+    infer.add_argument("videos", nargs="+", metavar="VIDEO")
+    infer.add_argument("--out", required=True, help="JSON file to write")
+    infer.add_argument("--annotate", help="also write this video (.mp4/.gif) with the inferred action stamped on each frame")
+    infer.add_argument("--window", type=int, default=None, help="frames per LAM window (default: the LAM's seq_len)")
+    infer.set_defaults(func=_cmd_infer_actions)
+
+    roll = sub.add_parser("rollout", help="generate frames from a prompt and a sequence of latent actions")
+    roll.add_argument("--model", required=True, help="world-model bundle")
+    roll.add_argument("--prompt", required=True, help="prompt video or image")
+    how = roll.add_mutually_exclusive_group()
+    how.add_argument("--actions", help="comma-separated latent action ids, e.g. 0,3,3,1")
+    how.add_argument("--random", type=int, metavar="N", help="N uniformly random actions")
+    how.add_argument("--repeat", metavar="A:N", help="action A repeated N times")
+    how.add_argument("--compare", action="store_true", help="side by side with the real clip, using its inferred actions")
+    roll.add_argument("--prompt-frames", type=int, default=1, help="frames of the prompt video used as context")
+    roll.add_argument("--out", required=True, help=".mp4 or .gif")
+    roll.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle)")
+    roll.add_argument("--temperature", type=float, default=None)
+    roll.add_argument("--seed", type=int, default=0)
+    roll.add_argument("--scale", type=int, default=4, help="upscale factor for the written video")
+    roll.add_argument("--device", default="auto")
+    roll.set_defaults(func=_cmd_rollout)
+
+    ev = sub.add_parser("eval", help="evaluate a bundle on a dataset folder; writes metrics JSON")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--out", required=True, help="metrics JSON")
+    ev.add_argument("--max-clips", type=int, default=64)
+    ev.add_argument("--horizon", type=int, default=4, help="t of delta_t_psnr")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=_cmd_eval)
+
+    play = sub.add_parser("play", help="interactive web page: keys step the world with latent actions")
+    play.add_argument("--model", required=True)
+    play.add_argument("--prompt", help="prompt video or image (default: the bundle's sample prompt)")
+    play.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    play.add_argument("--port", type=int, default=8765)
+    play.add_argument("--device", default="auto")
+    play.add_argument("--no-browser", action="store_true")
+    play.set_defaults(func=_cmd_play)
+
+    bench = sub.add_parser("bench", help="throughput and latency benchmarks, JSON out")
+    bench.add_argument("--model", help="world-model bundle (default: a fresh model of --config's size)")
+    bench.add_argument("--config", help="genie.yaml whose model sizes to benchmark")
+    bench.add_argument("--data", help="dataset folder for decode throughput")
+    bench.add_argument("--out", default="bench.json")
+    bench.add_argument("--device", default="auto")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from genie.errors import USER_ERRORS
+
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        if args.verbose:
+            raise
+        print(f"genie: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genie: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

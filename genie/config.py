@@ -1,0 +1,178 @@
+"""Typed configs: dataclasses with working defaults; YAML files and `key=value` overrides only change them.
+
+A stage config file looks like::
+
+    run_dir: runs/sprites/tokenizer
+    data: {dir: data/sprites, seq_len: 8, resolution: 32}
+    model: {dim: 128, depth: 2}
+    train: {max_steps: 600, lr: 1.0e-3}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message names the key and the fix."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    dir: str = "data/sprites"
+    seq_len: int = 16  # frames per clip
+    frame_stride: int = 1  # take every n-th frame of the video
+    clip_step: int = 4  # frames between the starts of consecutive training clips
+    resolution: int = 64  # frames are resized to resolution x resolution
+    val_fraction: float = 0.1  # fraction of files held out for validation (at least one file)
+    batch_size: int = 16
+    num_workers: int = 2
+    max_val_clips: int = 256  # validation uses at most this many clips (evenly spread)
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    max_steps: int = 10_000
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 500
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.9  # Genie uses beta2 = 0.9
+    grad_clip: float = 1.0
+    precision: str = "auto"  # "auto" = bf16-mixed on GPU, 32 on CPU
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    val_every_steps: int = 500
+    log_every_steps: int = 25
+    sample_every_steps: int = 1000  # sample videos/images logged this often (at validation)
+    ckpt_every_steps: int = 500
+    ckpt_every_minutes: float = 10.0
+    logger: str = "wandb"  # "wandb" (offline by default), "csv" or "none"
+    wandb_project: str = "genie"
+    compile: bool = False
+    seed: int = 0
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated field type, with a clear error."""
+    if isinstance(tp, str):
+        raise ConfigError(f"internal: unresolved annotation for {key}")
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is None:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin in (list, tuple):
+        (arg,) = typing.get_args(tp)[:1] or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        return origin(_coerce(v, arg, key) for v in value)
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if tp is bool:
+        if isinstance(value, str):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
+        return bool(value)
+    if tp in (int, float, str):
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return tp(float(value)) if tp is int and isinstance(value, str) and "e" in value.lower() else tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}' expects {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (possibly nested) dict; unknown keys are an error, not ignored."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' (valid keys under '{prefix or '<top>'}': {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ['train.lr=1e-3', 'model.dim=64'] into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value (e.g. train.max_steps=100)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override of '{part}'")
+        node[parts[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (see configs/ for examples)")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return values
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Defaults of `cls`, updated by the YAML file at `path`, then by `key=value` overrides."""
+    values: dict[str, Any] = load_yaml(path) if path else {}
+    values = deep_merge(values, parse_overrides(overrides or []))
+    return from_dict(cls, values)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,297 @@
+"""A folder of videos as clips for training: discovery, a cached length index, the split, the DataModule.
+
+Clips come out as uint8 `video` (T, H, W, 3) and int64 `actions` (T-1,) holding the ground-truth
+action of each transition where a `*.actions.npy` sidecar exists and -1 elsewhere. Ground truth is
+only ever read by evaluation metrics, never by training losses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from genie.config import DataConfig
+from genie.video import VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = ".genie_index.json"
+INDEX_VERSION = 1
+
+
+class DataError(RuntimeError):
+    """A data folder that cannot be used; the message names the folder and the fix."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    num_frames: int
+    height: int
+    width: int
+
+
+def discover_videos(root: str | Path) -> list[Path]:
+    """All videos under `root`, recursively, in a stable order."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def actions_path(video: str | Path) -> Path:
+    """`x.mp4` -> `x.actions.npy`, the optional ground-truth sidecar."""
+    video = Path(video)
+    return video.with_name(video.stem + ".actions.npy")
+
+
+def _probe(path: Path) -> dict:
+    import decord
+
+    try:
+        if path.stat().st_size == 0:
+            return {"error": "empty file"}
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        num_frames = len(reader)
+        height, width = reader[0].shape[:2] if num_frames else (0, 0)
+        del reader
+        return {"num_frames": num_frames, "height": int(height), "width": int(width)}
+    except Exception as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return {"error": f"cannot decode ({message[:120]})"}
+
+
+def index_videos(root: str | Path, progress: bool = True) -> dict[Path, dict]:
+    """Frame count and size of every video under `root`, cached in `root/.genie_index.json`.
+
+    An entry is reused while the file's size and modification time are unchanged.
+    """
+    root = Path(root)
+    cache_file = root / INDEX_FILE
+    cached: dict = {}
+    if cache_file.is_file():
+        try:
+            data = json.loads(cache_file.read_text())
+            if data.get("version") == INDEX_VERSION:
+                cached = data["files"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            log.warning("%s: unreadable index cache, rebuilding it", cache_file)
+    entries: dict[str, dict] = {}
+    videos = discover_videos(root)
+    todo = []
+    for path in videos:
+        rel = path.relative_to(root).as_posix()
+        stat = path.stat()
+        key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        entry = cached.get(rel)
+        if entry and entry.get("size") == key["size"] and entry.get("mtime_ns") == key["mtime_ns"]:
+            entries[rel] = entry
+        else:
+            todo.append((rel, path, key))
+    if todo:
+        from tqdm import tqdm
+
+        for rel, path, key in tqdm(todo, desc=f"indexing {root}", unit="video", disable=not progress or len(todo) < 20):
+            entries[rel] = {**key, **_probe(path)}
+        try:
+            tmp = cache_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"version": INDEX_VERSION, "files": entries}))
+            os.replace(tmp, cache_file)
+        except OSError as e:
+            log.warning("%s: cannot write the index cache (%s); it will be rebuilt next time", cache_file, e)
+    return {root / rel: entries[rel] for rel in sorted(entries)}
+
+
+def usable_videos(root: str | Path, min_frames: int, min_size: int = 1, progress: bool = True) -> list[VideoInfo]:
+    """Videos under `root` with at least `min_frames` frames and sides >= `min_size`.
+
+    Each skipped file gets one warning line and the total is summarised; none usable is an error.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist (generate one with `genie data sprites --out {root}`)")
+    index = index_videos(root, progress=progress)
+    if not index:
+        raise DataError(
+            f"data folder {root} holds no videos ({', '.join(VIDEO_EXTENSIONS)}); "
+            f"generate one with `genie data sprites --out {root}` or point --data at your videos"
+        )
+    usable, skipped = [], 0
+    for path, entry in index.items():
+        reason = entry.get("error")
+        if reason is None and entry["num_frames"] < min_frames:
+            reason = f"too short ({entry['num_frames']} frames, clips need {min_frames})"
+        if reason is None and min(entry["height"], entry["width"]) < min_size:
+            reason = f"too small ({entry['width']}x{entry['height']}, need at least {min_size}x{min_size})"
+        if reason:
+            log.warning("skipping %s: %s", path, reason)
+            skipped += 1
+            continue
+        usable.append(VideoInfo(path, entry["num_frames"], entry["height"], entry["width"]))
+    if skipped:
+        log.warning("%s: skipped %d of %d videos (see warnings above)", root, skipped, len(index))
+    if not usable:
+        raise DataError(
+            f"data folder {root}: none of its {len(index)} videos is usable (all corrupt, too short for "
+            f"{min_frames} frames, or too small); lower data.seq_len or add longer videos"
+        )
+    return usable
+
+
+def split_by_file(videos: list[VideoInfo], root: Path, val_fraction: float, seed: int = 0) -> tuple[list, list]:
+    """Deterministic train/val split by file: files ordered by a hash of their relative path."""
+    if len(videos) == 1:
+        log.warning("only one usable video in %s: validating on the training video", root)
+        return videos, videos
+    ranked = sorted(videos, key=lambda v: zlib.crc32(f"{seed}:{v.path.relative_to(root).as_posix()}".encode()))
+    num_val = min(len(videos) - 1, max(1, round(len(videos) * val_fraction)))
+    val = sorted(ranked[:num_val], key=lambda v: v.path)
+    train = sorted(ranked[num_val:], key=lambda v: v.path)
+    return train, val
+
+
+def load_actions(video: Path, num_frames: int) -> np.ndarray | None:
+    """The sidecar's actions (num_frames - 1,), or None when there is none or it does not fit."""
+    sidecar = actions_path(video)
+    if not sidecar.is_file():
+        return None
+    try:
+        actions = np.load(sidecar, allow_pickle=False).astype(np.int64).reshape(-1)
+    except (OSError, ValueError) as e:
+        log.warning("ignoring %s: unreadable (%s)", sidecar, e)
+        return None
+    if len(actions) < num_frames - 1:
+        log.warning("ignoring %s: %d actions for %d frames (need frames - 1)", sidecar, len(actions), num_frames)
+        return None
+    return actions
+
+
+class VideoClips(Dataset):
+    """Fixed-length clips from a list of videos; decord readers open lazily inside each worker."""
+
+    def __init__(
+        self,
+        videos: list[VideoInfo],
+        seq_len: int,
+        resolution: int,
+        frame_stride: int = 1,
+        clip_step: int | None = None,
+        max_clips: int | None = None,
+    ):
+        self.videos = videos
+        self.seq_len = seq_len
+        self.resolution = resolution
+        self.frame_stride = frame_stride
+        self.span = (seq_len - 1) * frame_stride + 1
+        step = clip_step or self.span
+        clips = [(i, s) for i, v in enumerate(videos) for s in range(0, v.num_frames - self.span + 1, step)]
+        if max_clips is not None and len(clips) > max_clips:
+            keep = np.linspace(0, len(clips) - 1, max_clips).round().astype(int)
+            clips = [clips[k] for k in keep]
+        self.clips = clips
+        self._actions = [load_actions(v.path, v.num_frames) for v in videos]
+        self._readers: dict[int, object] = {}
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _reader(self, video_idx: int):
+        import decord
+
+        if self._pid != os.getpid():  # a fresh process (DataLoader worker) opens its own readers
+            self._readers, self._pid = {}, os.getpid()
+        reader = self._readers.get(video_idx)
+        if reader is None:
+            if len(self._readers) >= 32:
+                self._readers.pop(next(iter(self._readers)))
+            path = str(self.videos[video_idx].path)
+            reader = decord.VideoReader(path, ctx=decord.cpu(0), width=self.resolution, height=self.resolution, num_threads=1)
+            self._readers[video_idx] = reader
+        return reader
+
+    def frame_indices(self, index: int) -> np.ndarray:
+        _, start = self.clips[index]
+        return start + np.arange(self.seq_len) * self.frame_stride
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        video_idx, start = self.clips[index]
+        frames_idx = self.frame_indices(index)
+        try:
+            frames = self._reader(video_idx).get_batch(frames_idx.tolist()).asnumpy()
+        except Exception as e:
+            raise RuntimeError(f"{self.videos[video_idx].path}: failed to decode frames {frames_idx[0]}..{frames_idx[-1]} ({e})") from None
+        actions = np.full(self.seq_len - 1, -1, dtype=np.int64)
+        truth = self._actions[video_idx]
+        if truth is not None:
+            # the action between sampled frames i and i+1; with frame_stride > 1 only when it is unambiguous
+            for i in range(self.seq_len - 1):
+                span = truth[frames_idx[i] : frames_idx[i + 1]]
+                if len(span) and np.all(span == span[0]):
+                    actions[i] = span[0]
+        return {
+            "video": torch.from_numpy(np.ascontiguousarray(frames)),  # (T, H, W, 3) uint8
+            "actions": torch.from_numpy(actions),  # (T-1,) int64, -1 = unknown
+            "video_index": torch.tensor(video_idx),
+            "start": torch.tensor(start),
+        }
+
+
+def video_to_float(video: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float (B, T, 3, H, W) in [0, 1]."""
+    return video.permute(0, 1, 4, 2, 3).float().div_(255.0)
+
+
+def float_to_video(video: torch.Tensor) -> torch.Tensor:
+    """float (B, T, 3, H, W) in [0, 1] -> uint8 (B, T, H, W, 3) on the CPU."""
+    return (video.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu()
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Train/val clips of a video folder, split by file, as DESIGN.md's Data section describes."""
+
+    def __init__(self, cfg: DataConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.train_set: VideoClips | None = None
+        self.val_set: VideoClips | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        cfg = self.cfg
+        root = Path(cfg.dir)
+        span = (cfg.seq_len - 1) * cfg.frame_stride + 1
+        videos = usable_videos(root, min_frames=span, min_size=min(cfg.resolution, 8))
+        train, val = split_by_file(videos, root, cfg.val_fraction, cfg.seed)
+        self.train_set = VideoClips(train, cfg.seq_len, cfg.resolution, cfg.frame_stride, cfg.clip_step)
+        self.val_set = VideoClips(val, cfg.seq_len, cfg.resolution, cfg.frame_stride, None, cfg.max_val_clips)
+        log.info("%s: %d train clips from %d videos, %d val clips from %d videos",
+                 root, len(self.train_set), len(train), len(self.val_set), len(val))
+
+    def _loader(self, dataset: VideoClips, shuffle: bool) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) >= self.cfg.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, shuffle=False)

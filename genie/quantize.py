@@ -1,0 +1,75 @@
+"""Vector quantisation with dead-code restart, shared by the tokenizer (~1024 codes) and the LAM (8 codes).
+
+Why VQ with restarts rather than FSQ: the LAM needs a tiny vocabulary of arbitrary size (8 actions), and
+one mechanism for both models keeps the code small. Codes and inputs are L2-normalised (cosine lookup),
+which keeps code norms equal and usage high; an exponential moving average of each code's usage finds
+dead codes, which are re-initialised from random encoder outputs of the current batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(
+        self,
+        num_codes: int,
+        code_dim: int,
+        beta: float = 0.25,
+        usage_decay: float = 0.99,
+        dead_fraction: float = 0.03,
+        restart_every: int = 50,
+    ):
+        super().__init__()
+        self.num_codes = num_codes
+        self.code_dim = code_dim
+        self.beta = beta
+        self.usage_decay = usage_decay
+        self.dead_fraction = dead_fraction  # dead = used less than this share of a uniform code's usage
+        self.restart_every = restart_every
+        self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, code_dim), dim=-1))
+        self.register_buffer("usage", torch.full((num_codes,), 1.0 / num_codes))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def codes(self) -> torch.Tensor:
+        return F.normalize(self.codebook, dim=-1)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Code vectors for integer ids (...,) -> (..., code_dim)."""
+        return F.embedding(ids, self.codes())
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (..., code_dim) -> (quantised z with straight-through gradient, ids (...), VQ loss)."""
+        z = F.normalize(z, dim=-1)
+        flat = z.reshape(-1, self.code_dim)
+        codes = self.codes()
+        ids = (flat.float() @ codes.float().t()).argmax(dim=-1)  # nearest code = highest cosine similarity
+        quantised = F.embedding(ids, codes).view_as(z)
+        loss = F.mse_loss(quantised, z.detach()) + self.beta * F.mse_loss(z, quantised.detach())
+        if self.training:
+            self._track_and_restart(flat.detach(), ids)
+        return z + (quantised - z).detach(), ids.view(z.shape[:-1]), loss
+
+    @torch.no_grad()
+    def _track_and_restart(self, flat: torch.Tensor, ids: torch.Tensor) -> None:
+        counts = torch.bincount(ids, minlength=self.num_codes).float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        self.usage.mul_(self.usage_decay).add_(counts / counts.sum().clamp(min=1), alpha=1 - self.usage_decay)
+        self.calls += 1
+        if self.restart_every <= 0 or int(self.calls) % self.restart_every:
+            return
+        dead = self.usage < self.dead_fraction / self.num_codes
+        num_dead = int(dead.sum())
+        if num_dead == 0:
+            return
+        picks = flat[torch.randint(0, flat.shape[0], (num_dead,), device=flat.device)]
+        picks = F.normalize(picks + 0.01 * torch.randn_like(picks), dim=-1).to(self.codebook.dtype)
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(picks, src=0)  # keep codebooks identical across ranks
+        self.codebook.data[dead] = picks
+        self.usage[dead] = 1.0 / self.num_codes

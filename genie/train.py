@@ -1,0 +1,263 @@
+"""What every stage shares when it trains: run folders, the Trainer, AdamW with warmup + cosine,
+sample logging and loading a finished stage's weights.
+
+A run folder holds `config.yaml` (the resolved config), `checkpoints/` (`last.ckpt` plus periodic
+ones), `samples/` (real vs generated images) and the logger's files. Starting a stage on a folder
+with a `last.ckpt` resumes it; `overwrite=True` deletes the folder first; a folder whose saved model
+config differs is refused rather than silently mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+
+from genie.config import TrainConfig, to_dict
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """A run folder or checkpoint that cannot be used as asked; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -> Path | None:
+    """Create or reuse `run_dir` and save the resolved config; returns the checkpoint to resume from."""
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = run_dir / "config.yaml"
+    new = to_dict(config)
+    if run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir)
+    elif last.is_file() and saved.is_file():
+        old = yaml.safe_load(saved.read_text()) or {}
+        if old.get("model") != new.get("model"):
+            raise RunError(
+                f"{run_dir} holds a run with a different model config; pass --overwrite to replace it "
+                f"or set run_dir to a new folder"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(yaml.safe_dump(new, sort_keys=False))
+    return last if last.is_file() else None
+
+
+def has_finished(run_dir: str | Path, max_steps: int) -> bool:
+    """True when the run's last checkpoint has reached `max_steps`."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return False
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    return int(ckpt.get("global_step", 0)) >= max_steps
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+class SampleLogger:
+    """Saves sample grids/videos under run_dir/samples and forwards them to wandb when it is the logger."""
+
+    def __init__(self, module: L.LightningModule):
+        self.module = module
+
+    def __call__(self, name: str, frames: np.ndarray, fps: int = 5) -> None:
+        """frames: uint8 image (H, W, 3) or video (T, H, W, 3)."""
+        from genie.video import write_gif, write_image
+
+        trainer = self.module.trainer
+        if trainer is None or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        out = Path(trainer.default_root_dir) / "samples"
+        out.mkdir(parents=True, exist_ok=True)
+        step = trainer.global_step
+        path = out / f"{name}_{step:07d}.{'png' if frames.ndim == 3 else 'gif'}"
+        if frames.ndim == 3:
+            write_image(path, frames)
+        else:
+            write_gif(path, frames, fps)
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                item = wandb.Image(str(path)) if frames.ndim == 3 else wandb.Video(str(path), format="gif")
+                logger.experiment.log({f"samples/{name}": item, "trainer/global_step": step})
+
+
+def configure_adamw(module: torch.nn.Module, cfg: TrainConfig):
+    """AdamW (fused on CUDA) without decay on norms, biases and embeddings; linear warmup then cosine decay."""
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "pos_" in name or "embed" in name.split(".")[-2:][0] else decay).append(param)
+    fused = torch.cuda.is_available() and all(p.is_cuda for p in decay + no_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=fused or None,
+    )
+
+    def schedule(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / max(1, cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class NaNGuard(Callback):
+    """Stops training with a clear message when the loss is not finite; the last good checkpoint stays."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss.detach()).all():
+            trainer.should_stop = True
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {trainer.global_step}; training stopped, the last good checkpoint "
+                f"is in {Path(trainer.default_root_dir) / 'checkpoints'} (lower train.lr or raise train.warmup_steps)"
+            )
+
+
+def _logger(cfg: TrainConfig, run_dir: Path, name: str):
+    if cfg.logger == "none":
+        return False
+    if cfg.logger == "wandb":
+        try:
+            import wandb  # noqa: F401
+            from lightning.pytorch.loggers import WandbLogger
+
+            os.environ.setdefault("WANDB_MODE", "offline")  # no account or network needed; `wandb sync` later
+            os.environ.setdefault("WANDB_SILENT", "true")
+            return WandbLogger(project=cfg.wandb_project, name=name, save_dir=str(run_dir), log_model=False)
+        except ImportError:
+            log.warning("wandb is not installed: logging to CSV in %s", run_dir)
+    from lightning.pytorch.loggers import CSVLogger
+
+    return CSVLogger(save_dir=str(run_dir), name="logs")
+
+
+def precision_for(cfg: TrainConfig) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    use_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if use_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def make_trainer(cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbacks: list | None = None, progress: bool = True) -> L.Trainer:
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [
+        # periodic checkpoints by steps, always refreshing last.ckpt
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                        every_n_train_steps=cfg.ckpt_every_steps, save_top_k=-1, save_last=True),
+        NaNGuard(),
+        *(extra_callbacks or []),
+    ]
+    if cfg.ckpt_every_minutes > 0:
+        # and by wall-clock time, so a long run killed between step checkpoints loses little
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="latest-time", save_top_k=1, save_last=True,
+                                         train_time_interval=timedelta(minutes=cfg.ckpt_every_minutes)))
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    return L.Trainer(
+        default_root_dir=str(run_dir),
+        max_steps=cfg.max_steps,
+        max_epochs=-1,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        precision=precision_for(cfg),
+        gradient_clip_val=cfg.grad_clip or None,
+        val_check_interval=cfg.val_every_steps,
+        check_val_every_n_epoch=None,
+        log_every_n_steps=cfg.log_every_steps,
+        logger=_logger(cfg, run_dir, name),
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        num_sanity_val_steps=0,
+    )
+
+
+def fit(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: TrainConfig, run_dir: str | Path,
+        resume: Path | None, name: str, progress: bool = True) -> L.Trainer:
+    """Train `module`, resuming from `resume` when given; returns the trainer."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.compile:
+        module = torch.compile(module)
+    trainer = make_trainer(cfg, run_dir, name, progress=progress)
+    if resume is not None:
+        log.warning("resuming %s from %s", name, resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    return trainer
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint with `weights_only=True` (tensors and plain data only, never pickled code)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} not found (train the stage first, or give the run folder or .ckpt file)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"{path}: not a loadable genie checkpoint ({first[:200]}); only weights-only checkpoints are accepted") from None
+
+
+def stage_of(ckpt: dict) -> str | None:
+    return (ckpt.get("hyper_parameters") or {}).get("stage") or ckpt.get("stage")
+
+
+def expect_stage(ckpt: dict, stage: str, path: str | Path) -> dict:
+    """The saved config of a checkpoint of `stage`; a clear error for any other kind of file."""
+    found = stage_of(ckpt)
+    if found != stage:
+        raise RunError(f"{path} is a {found or 'non-genie'} checkpoint, expected a {stage} checkpoint")
+    return ckpt["hyper_parameters"]["config"]
+
+
+def model_state(ckpt: dict, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The `model.*` weights of a Lightning checkpoint, prefix stripped."""
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
+def dataclass_from(cls: type, values: dict) -> Any:
+    """Rebuild a (nested) config dataclass from a checkpoint's plain dict."""
+    from genie.config import from_dict
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return from_dict(cls, {k: v for k, v in values.items() if k in names})
+
+
+def train_stage(task_cls: type, cfg: Any, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train one stage from its RunConfig (run_dir, data, model, train); resumes or skips a finished run."""
+    resume = prepare_run_dir(cfg.run_dir, cfg, overwrite)
+    if resume is not None and has_finished(cfg.run_dir, cfg.train.max_steps):
+        log.warning("%s already trained to %d steps: %s", task_cls.stage, cfg.train.max_steps, resume)
+        return Path(cfg.run_dir)
+    datamodule = task_cls.make_datamodule(cfg)
+    fit(task_cls(cfg), datamodule, cfg.train, cfg.run_dir, resume, name=task_cls.stage, progress=progress)
+    return Path(cfg.run_dir)
