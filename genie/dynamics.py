@@ -1,0 +1,139 @@
+"""The dynamics model: a MaskGIT ST-transformer that predicts a frame's tokens from past tokens and a latent action.
+
+Frame t's tokens (partly replaced by [MASK]) get the embedding of the latent action a_{t-1} that led to
+it added to every token; causal temporal attention lets frame t see frames < t only. Trained
+Genie-style: each frame gets its own mask ratio drawn from U(mask_ratio_min, 1), and the loss is
+cross-entropy on the masked tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from genie.blocks import STConfig, STTransformer
+
+
+@dataclass
+class DynamicsConfig:
+    num_codes: int = 1024  # tokenizer codebook size (set from the tokenizer)
+    grid: int = 16  # tokens per frame side (set from the tokenizer)
+    num_actions: int = 8  # latent actions (set from the LAM)
+    max_frames: int = 16
+    dim: int = 512
+    depth: int = 8
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    mask_ratio_min: float = 0.5  # Genie draws each frame's mask ratio from U(0.5, 1)
+    # sampling defaults, overridable per call
+    maskgit_steps: int = 8
+    temperature: float = 1.0
+
+
+class DynamicsModel(nn.Module):
+    def __init__(self, cfg: DynamicsConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mask_id = cfg.num_codes  # one extra embedding row is the [MASK] token
+        self.num_tokens = cfg.grid * cfg.grid
+        self.token_embed = nn.Embedding(cfg.num_codes + 1, cfg.dim)
+        self.action_embed = nn.Embedding(cfg.num_actions + 1, cfg.dim)  # last row: "no action" for frame 0
+        self.pos_space = nn.Parameter(torch.randn(1, 1, self.num_tokens, cfg.dim) * 0.02)
+        self.pos_time = nn.Parameter(torch.randn(1, cfg.max_frames, 1, cfg.dim) * 0.02)
+        self.transformer = STTransformer(
+            STConfig(cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, qk_norm=True, causal_time=True)
+        )
+        self.head = nn.Linear(cfg.dim, cfg.num_codes)
+        nn.init.trunc_normal_(self.token_embed.weight, std=0.02)
+        nn.init.trunc_normal_(self.action_embed.weight, std=0.02)
+
+    def embed(self, ids: torch.Tensor, prev_actions: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        """ids (B, T, S) (mask_id allowed) and the action that led to each frame (B, T) (-1 = none) -> (B, T, S, D)."""
+        actions = torch.where(prev_actions < 0, torch.full_like(prev_actions, self.cfg.num_actions), prev_actions)
+        x = self.token_embed(ids) + self.action_embed(actions)[:, :, None]
+        return x + self.pos_space + self.pos_time[:, t0 : t0 + ids.shape[1]]
+
+    @staticmethod
+    def prev_actions(actions: torch.Tensor) -> torch.Tensor:
+        """Transition actions (B, T-1) -> the action that led to each frame (B, T), -1 for frame 0."""
+        return F.pad(actions, (1, 0), value=-1)
+
+    def forward(self, ids: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """ids (B, T, S), actions (B, T-1) -> logits (B, T, S, num_codes)."""
+        return self.head(self.transformer(self.embed(ids, self.prev_actions(actions))))
+
+    def random_mask(self, ids: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Boolean mask (B, T, S): each frame masks a fraction drawn from U(mask_ratio_min, 1) of its tokens."""
+        b, t, s = ids.shape
+        ratio = torch.empty(b, t, 1, device=ids.device).uniform_(self.cfg.mask_ratio_min, 1.0, generator=generator)
+        # exactly round(ratio * S) tokens per frame, at random positions (at least one)
+        num_masked = (ratio * s).round().clamp(min=1)
+        ranks = torch.rand(b, t, s, device=ids.device, generator=generator).argsort(-1).argsort(-1)
+        return ranks < num_masked
+
+    def loss(self, ids: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MaskGIT loss: cross-entropy on masked tokens of every frame; returns (loss, stats)."""
+        mask = self.random_mask(ids)
+        logits = self(torch.where(mask, torch.full_like(ids, self.mask_id), ids), actions)
+        loss = F.cross_entropy(logits[mask].float(), ids[mask])
+        with torch.no_grad():
+            acc = (logits[mask].argmax(-1) == ids[mask]).float().mean()
+        return loss, {"masked_acc": acc}
+
+    # ------------------------------------------------------------------------------------ sampling
+
+    def prefill(self, ids: torch.Tensor, actions: torch.Tensor) -> list:
+        """Cache the temporal keys/values of context frames ids (B, T, S) with transition actions (B, T-1)."""
+        _, cache = self.transformer.prefill(self.embed(ids, self.prev_actions(actions)))
+        return cache
+
+    @torch.no_grad()
+    def sample_next(
+        self,
+        cache: list,
+        t_index: int,
+        action: torch.Tensor,
+        steps: int | None = None,
+        temperature: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, list]:
+        """MaskGIT-decode the frame at time `t_index` after `action` (B,), given the past frames' cache.
+
+        Starts fully masked; each step samples every masked token, keeps the most confident ones and
+        re-masks the rest on a cosine schedule, with Gumbel noise on the confidences (MaskGIT's random
+        sampling). Returns the new ids (B, S) and the new frame's per-block kv for extending the cache.
+        """
+        steps = steps or self.cfg.maskgit_steps
+        temperature = self.cfg.temperature if temperature is None else temperature
+        b, s = action.shape[0], self.num_tokens
+        device = action.device
+        ids = torch.full((b, 1, s), self.mask_id, dtype=torch.long, device=device)
+        prev = action.view(b, 1)
+        for step in range(steps):
+            masked = ids == self.mask_id  # (B, 1, S)
+            h, _ = self.transformer.step(self.embed(ids, prev, t0=t_index), cache)
+            logits = self.head(h).float()  # (B, 1, S, V)
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                sampled = torch.multinomial(rearrange(probs, "b t s v -> (b t s) v"), 1, generator=generator).view(b, 1, s)
+                confidence = probs.gather(-1, sampled[..., None])[..., 0].log()
+            else:
+                confidence, sampled = torch.log_softmax(logits, dim=-1).max(-1)
+            # how many tokens stay masked after this step (cosine schedule, 0 after the last step)
+            keep_masked = math.floor(s * math.cos(math.pi / 2 * (step + 1) / steps))
+            if keep_masked > 0 and temperature > 0:
+                u = torch.rand(confidence.shape, device=device, generator=generator).clamp_(1e-9, 1 - 1e-9)
+                confidence = confidence + temperature * (1 - (step + 1) / steps) * -torch.log(-torch.log(u))
+            confidence = torch.where(masked, confidence, torch.full_like(confidence, float("inf")))
+            ids = torch.where(masked, sampled, ids)
+            if keep_masked > 0:
+                lowest = confidence.topk(keep_masked, dim=-1, largest=False).indices
+                ids = ids.scatter(-1, lowest, self.mask_id)
+        _, new_kv = self.transformer.step(self.embed(ids, prev, t0=t_index), cache)
+        return ids[:, 0], new_kv

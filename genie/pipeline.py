@@ -1,0 +1,103 @@
+"""`genie train all`: tokenizer, then LAM, then dynamics, each resuming or skipped when already done,
+ending in one world-model bundle at `<run_dir>/world_model.pt`.
+
+configs/<dataset>/genie.yaml names the three stage configs; the pipeline puts each stage in
+`<run_dir>/<stage>`, points every stage at the same data folder, and hands the first two
+checkpoints to the dynamics stage. Overrides are routed by prefix: `tokenizer.train.max_steps=10`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from genie.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+
+log = logging.getLogger(__name__)
+
+STAGES = ("tokenizer", "lam", "dynamics")
+
+
+@dataclass
+class PipelineConfig:
+    run_dir: str = "runs/genie"
+    data_dir: str | None = None  # when set, every stage reads this folder
+    tokenizer: str = "configs/sprites/tokenizer.yaml"
+    lam: str = "configs/sprites/lam.yaml"
+    dynamics: str = "configs/sprites/dynamics.yaml"
+    prompt_frames: int = 4  # frames of a validation clip stored in the bundle as its sample prompt
+
+
+def _stage_file(value: str, config_path: Path) -> Path:
+    path = Path(value)
+    if not path.is_absolute() and not path.exists() and (config_path.parent / path).exists():
+        path = config_path.parent / path
+    return path
+
+
+def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -> tuple[PipelineConfig, dict]:
+    """The pipeline config and each stage's resolved RunConfig."""
+    config_path = Path(config_path)
+    nested = parse_overrides(overrides or [])
+    stage_overrides = {s: nested.pop(s) for s in STAGES if isinstance(nested.get(s), dict)}
+    # `data.dir=...` (what `--data` produces) applies to every stage
+    data_override = nested.pop("data", None)
+    pipeline = from_dict(PipelineConfig, deep_merge(load_yaml(config_path), nested))
+    configs = {}
+    for stage in STAGES:
+        task = importlib.import_module(f"genie.tasks.{stage}")
+        values = load_yaml(_stage_file(getattr(pipeline, stage), config_path))
+        values["run_dir"] = str(Path(pipeline.run_dir) / stage)
+        if pipeline.data_dir:
+            values = deep_merge(values, {"data": {"dir": pipeline.data_dir}})
+        if data_override:
+            values = deep_merge(values, {"data": data_override})
+        if stage == "dynamics":
+            values["tokenizer"] = str(Path(pipeline.run_dir) / "tokenizer")
+            values["lam"] = str(Path(pipeline.run_dir) / "lam")
+        values = deep_merge(values, stage_overrides.get(stage, {}))
+        try:
+            configs[stage] = from_dict(task.RunConfig, values)
+        except ConfigError as e:
+            raise ConfigError(f"{stage} stage: {e}") from None
+    return pipeline, configs
+
+
+def train_all(config_path: str | Path, overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train the three stages in order and write the bundle; returns its path."""
+    from genie.train import train_stage
+
+    pipeline, configs = stage_configs(config_path, overrides)
+    if overwrite and Path(pipeline.run_dir).exists():
+        import shutil
+
+        shutil.rmtree(pipeline.run_dir)
+    for stage in STAGES:
+        log.warning("=== stage %s -> %s", stage, configs[stage].run_dir)
+        task = importlib.import_module(f"genie.tasks.{stage}")
+        train_stage(task.Task, configs[stage], progress=progress)
+    return export_bundle(configs["dynamics"], Path(pipeline.run_dir) / "world_model.pt", pipeline.prompt_frames)
+
+
+def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path:
+    """Write the bundle from the finished dynamics run (its checkpoint holds the frozen tokenizer and LAM too)."""
+    from genie.data import VideoDataModule
+    from genie.dynamics import DynamicsConfig, DynamicsModel
+    from genie.lam import load_lam
+    from genie.tokenizer import load_tokenizer
+    from genie.train import dataclass_from, expect_stage, load_checkpoint, model_state
+    from genie.world import WorldModel
+
+    ckpt = load_checkpoint(dynamics_cfg.run_dir)
+    config = expect_stage(ckpt, "dynamics", dynamics_cfg.run_dir)
+    dynamics = DynamicsModel(dataclass_from(DynamicsConfig, config["model"]))
+    dynamics.load_state_dict(model_state(ckpt))
+    tokenizer, lam = load_tokenizer(dynamics_cfg.tokenizer), load_lam(dynamics_cfg.lam)
+    tokenizer.load_state_dict(model_state(ckpt, "tokenizer."))
+    lam.load_state_dict(model_state(ckpt, "lam."))
+    datamodule = VideoDataModule(dynamics_cfg.data)
+    datamodule.setup()
+    prompt = datamodule.val_set[0]["video"][:prompt_frames].numpy()
+    return WorldModel(tokenizer, lam, dynamics, prompt=prompt).save(out)

@@ -1,0 +1,58 @@
+"""Autoregressive generation with the dynamics model: MaskGIT-decode one frame at a time, causal in time,
+with a cache of the past frames' keys/values so each new frame costs one frame of transformer work.
+
+When the context outgrows the model's `max_frames`, the oldest frames are dropped and the cache is
+rebuilt from the remaining window (positions are absolute, so the window is re-encoded).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from genie.blocks import STTransformer
+from genie.dynamics import DynamicsModel
+
+
+@torch.no_grad()
+def generate(
+    dynamics: DynamicsModel,
+    context_ids: torch.Tensor,
+    context_actions: torch.Tensor,
+    actions: torch.Tensor,
+    steps: int | None = None,
+    temperature: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Generate len(actions) new frames.
+
+    context_ids (B, T0, S) with T0 >= 1; context_actions (B, T0-1) between the context frames;
+    actions (B, N) the latent action taken before each new frame. Returns new ids (B, N, S).
+    """
+    state = RolloutState(dynamics, context_ids, context_actions)
+    return torch.stack([state.step(actions[:, n], steps, temperature, generator) for n in range(actions.shape[1])], 1)
+
+
+class RolloutState:
+    """The growing context of one batched rollout: ids, actions and the dynamics model's kv cache."""
+
+    def __init__(self, dynamics: DynamicsModel, context_ids: torch.Tensor, context_actions: torch.Tensor):
+        self.dynamics = dynamics
+        self.window = dynamics.cfg.max_frames
+        self.ids = context_ids[:, -(self.window - 1):]  # (B, T, S)
+        self.actions = context_actions[:, context_actions.shape[1] - (self.ids.shape[1] - 1):]  # (B, T-1)
+        self.cache = dynamics.prefill(self.ids, self.actions)
+
+    @torch.no_grad()
+    def step(self, action: torch.Tensor, steps=None, temperature=None, generator=None) -> torch.Tensor:
+        """Generate the next frame after `action` (B,); returns its ids (B, S) and keeps it in the context."""
+        if self.ids.shape[1] >= self.window:
+            # slide the window: keep the last window-1 frames and re-encode them from position 0
+            self.ids = self.ids[:, -(self.window - 1):]
+            self.actions = self.actions[:, -(self.window - 2):] if self.window > 2 else self.actions[:, :0]
+            self.cache = self.dynamics.prefill(self.ids, self.actions)
+        t_index = self.ids.shape[1]
+        new_ids, new_kv = self.dynamics.sample_next(self.cache, t_index, action, steps, temperature, generator)
+        self.cache = STTransformer.extend(self.cache, new_kv)
+        self.ids = torch.cat([self.ids, new_ids[:, None]], dim=1)
+        self.actions = torch.cat([self.actions, action[:, None]], dim=1)
+        return new_ids

@@ -1,0 +1,110 @@
+"""Training the dynamics model on the frozen tokenizer's ids and the frozen LAM's latent actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+from einops import rearrange
+
+from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
+from genie.data import VideoDataModule, float_to_video, video_to_float
+from genie.dynamics import DynamicsConfig, DynamicsModel
+from genie.metrics import psnr
+from genie.sampling import generate
+from genie.train import SampleLogger, configure_adamw
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/dynamics"
+    tokenizer: str = "runs/tokenizer"  # tokenizer checkpoint or run folder
+    lam: str = "runs/lam"  # LAM checkpoint or run folder
+    data: DataConfig = field(default_factory=DataConfig)
+    model: DynamicsConfig = field(default_factory=DynamicsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.model.max_frames = max(self.model.max_frames, self.data.seq_len)
+
+
+def load_frozen(cfg: RunConfig):
+    """The trained tokenizer and LAM, frozen, checked against the data resolution."""
+    from genie.lam import load_lam
+    from genie.tokenizer import load_tokenizer
+
+    tokenizer, lam = load_tokenizer(cfg.tokenizer), load_lam(cfg.lam)
+    for name, model in (("tokenizer", tokenizer), ("lam", lam)):
+        if model.cfg.resolution != cfg.data.resolution:
+            raise ConfigError(f"{name} was trained at resolution {model.cfg.resolution} but data.resolution is {cfg.data.resolution}")
+        model.requires_grad_(False).eval()
+    return tokenizer, lam
+
+
+class Task(L.LightningModule):
+    stage = "dynamics"
+
+    def __init__(self, cfg: RunConfig, tokenizer=None, lam=None):
+        super().__init__()
+        if tokenizer is None or lam is None:
+            tokenizer, lam = load_frozen(cfg)
+        # the dynamics model's vocabulary and grid come from the tokenizer, its actions from the LAM
+        cfg.model.num_codes, cfg.model.grid, cfg.model.num_actions = tokenizer.num_codes, tokenizer.grid, lam.cfg.num_actions
+        self.cfg = cfg
+        self.tokenizer, self.lam = tokenizer, lam
+        self.model = DynamicsModel(cfg.model)
+        self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
+
+    @staticmethod
+    def make_datamodule(cfg: RunConfig) -> VideoDataModule:
+        return VideoDataModule(cfg.data)
+
+    def train(self, mode: bool = True):
+        # the tokenizer and LAM stay in eval mode: no dropout, no codebook restarts
+        super().train(mode)
+        self.tokenizer.eval()
+        self.lam.eval()
+        return self
+
+    @torch.no_grad()
+    def tokenize(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Video batch -> (float video (B,T,3,H,W), ids (B,T,S), latent actions (B,T-1))."""
+        video = video_to_float(batch["video"])
+        ids = rearrange(self.tokenizer.encode(video), "b t h w -> b t (h w)")
+        return video, ids, self.lam.infer_actions(video)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        _, ids, actions = self.tokenize(batch)
+        loss, stats = self.model.loss(ids, actions)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/masked_acc", stats["masked_acc"])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        video, ids, actions = self.tokenize(batch)
+        loss, stats = self.model.loss(ids, actions)
+        self.log("val/loss", loss, sync_dist=True)
+        self.log("val/masked_acc", stats["masked_acc"], sync_dist=True)
+        if batch_idx == 0:
+            self._rollout_metrics(video, ids, actions)
+
+    def _rollout_metrics(self, video: torch.Tensor, ids: torch.Tensor, actions: torch.Tensor) -> None:
+        """Generate frames 2..T from frame 1 with the inferred actions; log PSNR vs the real frames."""
+        generator = torch.Generator(device=ids.device).manual_seed(0)
+        new = generate(self.model, ids[:, :1], actions[:, :0], actions, generator=generator)
+        all_ids = rearrange(torch.cat([ids[:, :1], new], 1), "b t (h w) -> b t h w", h=self.model.cfg.grid)
+        frames = self.tokenizer.decode(all_ids).clamp(0, 1)
+        per_frame = psnr(frames[:, 1:], video[:, 1:]).mean(0)  # (T-1,)
+        self.log("val/rollout_psnr", per_frame.mean(), sync_dist=True)
+        for k in (1, 4, 8):
+            if k <= len(per_frame):
+                self.log(f"val/rollout_psnr@{k}", per_frame[k - 1], sync_dist=True)
+        trainer = self.trainer
+        if trainer.global_step % max(1, self.cfg.train.sample_every_steps) < self.cfg.train.val_every_steps:
+            real, fake = float_to_video(video[:4]).numpy(), float_to_video(frames[:4]).numpy()
+            SampleLogger(self)("rollout", np.concatenate([np.concatenate(list(real), 2), np.concatenate(list(fake), 2)], 1))
+
+    def configure_optimizers(self):
+        return configure_adamw(self.model, self.cfg.train)

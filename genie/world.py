@@ -1,0 +1,146 @@
+"""The world-model bundle: tokenizer + LAM + dynamics in one file, and an environment-like API on it.
+
+A bundle is a torch file holding only tensors and plain data, so it loads with `weights_only=True`:
+{"format": "genie-bundle", "version": 1, "tokenizer" | "lam" | "dynamics": {"config", "state_dict"},
+"sampling": {...}, "prompt": uint8 (T, H, W, 3) sample prompt frames}.
+
+    world = WorldModel.load("runs/sprites/world_model.pt")
+    frame = world.reset(prompt_frames)          # uint8 (B, H, W, 3)
+    frame = world.step([3])                     # one latent action per batch element
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import nn
+
+from genie.data import float_to_video
+from genie.dynamics import DynamicsConfig, DynamicsModel
+from genie.sampling import RolloutState
+
+BUNDLE_FORMAT = "genie-bundle"
+BUNDLE_VERSION = 1
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def is_bundle(obj) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == BUNDLE_FORMAT
+
+
+class WorldModel(nn.Module):
+    def __init__(self, tokenizer: nn.Module, lam: nn.Module, dynamics: DynamicsModel, prompt: np.ndarray | None = None,
+                 steps: int | None = None, temperature: float | None = None):
+        super().__init__()
+        self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
+        self.resolution = tokenizer.cfg.resolution
+        self.num_actions = dynamics.cfg.num_actions
+        self.prompt = prompt
+        self.steps = steps or dynamics.cfg.maskgit_steps
+        self.temperature = dynamics.cfg.temperature if temperature is None else temperature
+        self.generator: torch.Generator | None = None
+        self.state: RolloutState | None = None
+        self.eval()
+
+    # --------------------------------------------------------------------------------- save / load
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bundle = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
+                  "sampling": {"steps": self.steps, "temperature": self.temperature}}
+        for name in ("tokenizer", "lam", "dynamics"):
+            model = getattr(self, name)
+            bundle[name] = {"config": dataclasses.asdict(model.cfg),
+                            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+        if self.prompt is not None:
+            bundle["prompt"] = torch.from_numpy(np.ascontiguousarray(self.prompt))
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(bundle, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "WorldModel":
+        from genie.lam import LAMConfig, LatentActionModel
+        from genie.tokenizer import TokenizerConfig, VideoTokenizer
+        from genie.train import RunError, dataclass_from, load_checkpoint
+
+        bundle = load_checkpoint(path)
+        if not is_bundle(bundle):
+            raise RunError(f"{path} is not a world-model bundle (make one with `genie train all`, which writes <run_dir>/world_model.pt)")
+        models = {}
+        for name, config_cls, model_cls in (("tokenizer", TokenizerConfig, VideoTokenizer),
+                                            ("lam", LAMConfig, LatentActionModel),
+                                            ("dynamics", DynamicsConfig, DynamicsModel)):
+            model = model_cls(dataclass_from(config_cls, bundle[name]["config"]))
+            model.load_state_dict(bundle[name]["state_dict"])
+            models[name] = model
+        prompt = bundle["prompt"].numpy() if "prompt" in bundle else None
+        world = cls(**models, prompt=prompt, **bundle.get("sampling", {}))
+        return world.to(resolve_device(device))
+
+    # ------------------------------------------------------------------------------- environment
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _to_float(self, frames) -> torch.Tensor:
+        """uint8 frames (H,W,3), (T,H,W,3) or (B,T,H,W,3) -> float (B, T, 3, R, R) at the model's resolution."""
+        frames = np.asarray(frames)
+        frames = frames.reshape((1,) * (5 - frames.ndim) + frames.shape)  # (B, T, H, W, 3)
+        video = rearrange(torch.from_numpy(frames), "b t h w c -> (b t) c h w").float().div(255)
+        if video.shape[-2:] != (self.resolution, self.resolution):
+            video = nn.functional.interpolate(video, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
+        return rearrange(video, "(b t) c h w -> b t c h w", b=frames.shape[0]).to(self.device)
+
+    def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """float video (B, T, 3, R, R) -> (ids (B, T, S), inferred latent actions (B, T-1))."""
+        ids = rearrange(self.tokenizer.encode(video), "b t h w -> b t (h w)")
+        actions = self.lam.infer_actions(video) if video.shape[1] > 1 else ids.new_zeros(ids.shape[0], 0)
+        return ids, actions
+
+    def decode_last(self) -> torch.Tensor:
+        """The newest frame of the context as uint8 (B, H, W, 3)."""
+        window = self.state.ids[:, -self.tokenizer.cfg.max_frames:]
+        ids = rearrange(window, "b t (h w) -> b t h w", h=self.dynamics.cfg.grid)
+        return float_to_video(self.tokenizer.decode(ids)[:, -1:])[:, 0]
+
+    @torch.no_grad()
+    def reset(self, prompt=None, seed: int | None = None) -> np.ndarray:
+        """Start from prompt frames (uint8 (T,H,W,3), (B,T,H,W,3) or one image); returns the first frame (B, H, W, 3)."""
+        if prompt is None:
+            if self.prompt is None:
+                raise ValueError("this bundle has no sample prompt: pass prompt frames")
+            prompt = self.prompt
+        video = self._to_float(prompt)[:, -(self.dynamics.cfg.max_frames - 1):]
+        ids, actions = self.encode(video)
+        self.state = RolloutState(self.dynamics, ids, actions)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        return self.decode_last().numpy()
+
+    @torch.no_grad()
+    def step(self, action) -> np.ndarray:
+        """Advance every batch element by one latent action (int or sequence of B ints); returns uint8 (B, H, W, 3)."""
+        if self.state is None:
+            raise RuntimeError("call reset(prompt) before step(action)")
+        batch = self.state.ids.shape[0]
+        action = torch.as_tensor(action, dtype=torch.long).reshape(-1)
+        if action.numel() == 1 and batch > 1:
+            action = action.expand(batch)
+        if action.numel() != batch:
+            raise ValueError(f"expected {batch} actions (one per batch element), got {action.numel()}")
+        if int(action.min()) < 0 or int(action.max()) >= self.num_actions:
+            raise ValueError(f"latent action ids must be in 0..{self.num_actions - 1}, got {action.tolist()}")
+        self.state.step(action.to(self.device), self.steps, self.temperature, self.generator)
+        return self.decode_last().numpy()
