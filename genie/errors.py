@@ -5,5 +5,6 @@ from genie.data import DataError
 from genie.recording import DatasetExistsError
 from genie.train import RunError
 from genie.video import VideoError
+from genie.world import ActionError
 
-USER_ERRORS = (ConfigError, DataError, DatasetExistsError, RunError, VideoError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (ConfigError, DataError, DatasetExistsError, RunError, VideoError, FileNotFoundError, FloatingPointError, ActionError)

@@ -56,3 +56,25 @@ class RolloutState:
         self.ids = torch.cat([self.ids, new_ids[:, None]], dim=1)
         self.actions = torch.cat([self.actions, action[:, None]], dim=1)
         return new_ids
+
+
+@torch.no_grad()
+def rollout_video(
+    tokenizer,
+    dynamics: DynamicsModel,
+    ids: torch.Tensor,
+    actions: torch.Tensor,
+    prompt_len: int = 1,
+    steps: int | None = None,
+    temperature: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Replay a clip from its first `prompt_len` frames: ids (B, T, S), actions (B, T-1) -> float frames (B, T, 3, H, W).
+
+    Frames after the prompt are generated with the given actions, then everything is decoded.
+    """
+    new = generate(dynamics, ids[:, :prompt_len], actions[:, : prompt_len - 1], actions[:, prompt_len - 1 :],
+                   steps, temperature, generator)
+    all_ids = torch.cat([ids[:, :prompt_len], new], dim=1)
+    grid = dynamics.cfg.grid
+    return tokenizer.decode(all_ids.view(*all_ids.shape[:2], grid, grid)).clamp(0, 1)

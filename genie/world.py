@@ -27,6 +27,10 @@ BUNDLE_FORMAT = "genie-bundle"
 BUNDLE_VERSION = 1
 
 
+class ActionError(ValueError):
+    """A latent action id outside the model's vocabulary."""
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,7 +99,7 @@ class WorldModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _to_float(self, frames) -> torch.Tensor:
+    def to_float(self, frames) -> torch.Tensor:
         """uint8 frames (H,W,3), (T,H,W,3) or (B,T,H,W,3) -> float (B, T, 3, R, R) at the model's resolution."""
         frames = np.asarray(frames)
         frames = frames.reshape((1,) * (5 - frames.ndim) + frames.shape)  # (B, T, H, W, 3)
@@ -123,7 +127,7 @@ class WorldModel(nn.Module):
             if self.prompt is None:
                 raise ValueError("this bundle has no sample prompt: pass prompt frames")
             prompt = self.prompt
-        video = self._to_float(prompt)[:, -(self.dynamics.cfg.max_frames - 1):]
+        video = self.to_float(prompt)[:, -(self.dynamics.cfg.max_frames - 1):]
         ids, actions = self.encode(video)
         self.state = RolloutState(self.dynamics, ids, actions)
         self.generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
@@ -141,6 +145,6 @@ class WorldModel(nn.Module):
         if action.numel() != batch:
             raise ValueError(f"expected {batch} actions (one per batch element), got {action.numel()}")
         if int(action.min()) < 0 or int(action.max()) >= self.num_actions:
-            raise ValueError(f"latent action ids must be in 0..{self.num_actions - 1}, got {action.tolist()}")
+            raise ActionError(f"latent action ids must be in 0..{self.num_actions - 1}, got {action.tolist()}")
         self.state.step(action.to(self.device), self.steps, self.temperature, self.generator)
         return self.decode_last().numpy()

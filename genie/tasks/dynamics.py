@@ -13,7 +13,7 @@ from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data import VideoDataModule, float_to_video, video_to_float
 from genie.dynamics import DynamicsConfig, DynamicsModel
 from genie.metrics import psnr
-from genie.sampling import generate
+from genie.sampling import rollout_video
 from genie.train import SampleLogger, configure_adamw
 
 
@@ -93,9 +93,7 @@ class Task(L.LightningModule):
     def _rollout_metrics(self, video: torch.Tensor, ids: torch.Tensor, actions: torch.Tensor) -> None:
         """Generate frames 2..T from frame 1 with the inferred actions; log PSNR vs the real frames."""
         generator = torch.Generator(device=ids.device).manual_seed(0)
-        new = generate(self.model, ids[:, :1], actions[:, :0], actions, generator=generator)
-        all_ids = rearrange(torch.cat([ids[:, :1], new], 1), "b t (h w) -> b t h w", h=self.model.cfg.grid)
-        frames = self.tokenizer.decode(all_ids).clamp(0, 1)
+        frames = rollout_video(self.tokenizer, self.model, ids, actions, prompt_len=1, generator=generator)
         per_frame = psnr(frames[:, 1:], video[:, 1:]).mean(0)  # (T-1,)
         self.log("val/rollout_psnr", per_frame.mean(), sync_dist=True)
         for k in (1, 4, 8):
