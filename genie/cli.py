@@ -171,18 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from genie.errors import USER_ERRORS
-
     try:
         args.func(args)
-    except USER_ERRORS as e:
-        if args.verbose:
-            raise
-        print(f"genie: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("genie: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        from genie.errors import USER_ERRORS  # imported here: it pulls in torch, which `genie data` does not need
+
+        if args.verbose or not isinstance(e, USER_ERRORS):
+            raise
+        print(f"genie: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
