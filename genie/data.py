@@ -17,10 +17,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genie.config import DataConfig
-from genie.video import VIDEO_EXTENSIONS
+from genie.video import VIDEO_EXTENSIONS, resize_frames
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class VideoClips(Dataset):
             if len(self._readers) >= 32:
                 self._readers.pop(next(iter(self._readers)))
             path = str(self.videos[video_idx].path)
-            reader = decord.VideoReader(path, ctx=decord.cpu(0), width=self.resolution, height=self.resolution, num_threads=1)
+            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
             self._readers[video_idx] = reader
         return reader
 
@@ -225,7 +225,7 @@ class VideoClips(Dataset):
         video_idx, start = self.clips[index]
         frames_idx = self.frame_indices(index)
         try:
-            frames = self._reader(video_idx).get_batch(frames_idx.tolist()).asnumpy()
+            frames = resize_frames(self._reader(video_idx).get_batch(frames_idx.tolist()).asnumpy(), self.resolution)
         except Exception as e:
             raise RuntimeError(f"{self.videos[video_idx].path}: failed to decode frames {frames_idx[0]}..{frames_idx[-1]} ({e})") from None
         actions = np.full(self.seq_len - 1, -1, dtype=np.int64)
@@ -242,6 +242,38 @@ class VideoClips(Dataset):
             "video_index": torch.tensor(video_idx),
             "start": torch.tensor(start),
         }
+
+
+class ClipStream(Sampler):
+    """An endless, resumable stream of training clip indices: one seeded permutation per pass over the data.
+
+    Each optimiser step consumes `batch_size * world_size` indices; rank r takes its slice of each
+    such chunk. Iteration starts at `start_step` (an int, or a callable read at each `iter()`, such as
+    the trainer's global step), so a resumed run, or a new epoch, continues exactly where it stopped.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int = 0, start_step=0, rank: int = 0, world_size: int = 1):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start_step, self.rank, self.world_size = start_step, rank, world_size
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
+
+    def __iter__(self):
+        chunk = self.batch_size * self.world_size
+        start = self.start_step() if callable(self.start_step) else self.start_step
+        position = start * chunk + self.rank * self.batch_size
+        epoch, perm = -1, None
+        while True:
+            for i in range(position, position + self.batch_size):
+                if i // self.size != epoch:
+                    epoch = i // self.size
+                    perm = self._permutation(epoch)
+                yield int(perm[i % self.size])
+            position += chunk
+
+    def __len__(self) -> int:  # one pass over the data, for progress displays; the stream itself never ends
+        return self.size
 
 
 def video_to_float(video: torch.Tensor) -> torch.Tensor:
@@ -276,13 +308,12 @@ class VideoDataModule(L.LightningDataModule):
         log.info("%s: %d train clips from %d videos, %d val clips from %d videos",
                  root, len(self.train_set), len(train), len(self.val_set), len(val))
 
-    def _loader(self, dataset: VideoClips, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: VideoClips, sampler: Sampler | None = None) -> DataLoader:
         workers = self.cfg.num_workers
         return DataLoader(
             dataset,
             batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) >= self.cfg.batch_size,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -290,8 +321,18 @@ class VideoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, shuffle=True)
+        trainer = self.trainer
+        # read at every iter(): after a resume (or at a new epoch) the stream continues from the current step
+        stream = ClipStream(
+            len(self.train_set),
+            self.cfg.batch_size,
+            seed=self.cfg.seed,
+            start_step=(lambda: trainer.global_step) if trainer else 0,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        return self._loader(self.train_set, stream)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)

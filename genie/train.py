@@ -194,6 +194,7 @@ def make_trainer(cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbac
         enable_progress_bar=progress,
         enable_model_summary=progress,
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the data module's ClipStream shards by rank itself
     )
 
 

@@ -70,6 +70,22 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
+def resize_frames(frames: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, resolution, resolution, 3), bilinear with antialiasing.
+
+    Done here rather than by decord's VideoReader(width, height), which fails for some sizes
+    (e.g. 16, 24, 48: "DECORDArrayCopyFromTo: The size must exactly match").
+    """
+    if frames.shape[1] == resolution and frames.shape[2] == resolution:
+        return frames
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def read_video(path: str | Path, resolution: int | None = None, max_frames: int | None = None) -> np.ndarray:
     """Decode a whole video (or its first `max_frames`) to uint8 (T, H, W, 3), resized if asked."""
     import decord
@@ -78,16 +94,16 @@ def read_video(path: str | Path, resolution: int | None = None, max_frames: int 
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
     try:
-        size = {"width": resolution, "height": resolution} if resolution else {}
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         count = len(reader) if max_frames is None else min(len(reader), max_frames)
         if count == 0:
             raise VideoError(f"{path}: video has no frames")
-        return reader.get_batch(list(range(count))).asnumpy()
+        frames = reader.get_batch(list(range(count))).asnumpy()
     except VideoError:
         raise
     except Exception as e:  # decord raises bare DECORDError/RuntimeError
         raise VideoError(f"{path}: cannot decode video ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return resize_frames(frames, resolution) if resolution else frames
 
 
 def read_image(path: str | Path, resolution: int | None = None) -> np.ndarray:

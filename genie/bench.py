@@ -1,0 +1,177 @@
+"""`genie bench`: training throughput per stage, play speed, data decode speed and peak memory, as JSON.
+
+Models are built at the sizes of a genie.yaml (fresh weights: speed does not depend on training) or
+loaded from a bundle. Timings synchronise the device around each timed region only.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from genie.world import WorldModel, resolve_device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def models_from_config(config: str | Path):
+    """Fresh tokenizer, LAM and dynamics models at the sizes of a genie.yaml, plus the data config."""
+    from genie.dynamics import DynamicsModel
+    from genie.lam import LatentActionModel
+    from genie.pipeline import stage_configs
+    from genie.tokenizer import VideoTokenizer
+
+    _, cfgs = stage_configs(config)
+    tokenizer = VideoTokenizer(cfgs["tokenizer"].model)
+    lam = LatentActionModel(cfgs["lam"].model)
+    dyn_cfg = cfgs["dynamics"].model
+    dyn_cfg.num_codes, dyn_cfg.grid, dyn_cfg.num_actions = tokenizer.num_codes, tokenizer.grid, lam.cfg.num_actions
+    return tokenizer, lam, DynamicsModel(dyn_cfg), cfgs
+
+
+def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int, seq_len: int, resolution: int,
+                     device: torch.device, dtype, steps: int = 10, warmup: int = 3) -> dict:
+    """Frames per second of forward + backward + AdamW on random clips."""
+    model = model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
+    video = torch.rand(batch_size, seq_len, 3, resolution, resolution, device=device)
+
+    def step():
+        with _autocast(device, dtype):
+            loss = loss_fn(model, video)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    model.eval()
+    return {"stage": name, "params": _params(model), "batch_size": batch_size, "seq_len": seq_len,
+            "step_ms": round(seconds * 1000, 2), "train_frames_per_s": round(batch_size * seq_len / seconds, 1)}
+
+
+def bench_play(world: WorldModel, batch_size: int, frames: int = 16) -> dict:
+    """play_fps and play_latency_ms: reset from a 1-frame prompt, then `frames` single steps."""
+    device = world.device
+    prompt = torch.randint(0, 255, (batch_size, 1, world.resolution, world.resolution, 3), dtype=torch.uint8).numpy()
+    world.reset(prompt, seed=0)
+    world.step([0] * batch_size)  # warm-up
+    _sync(device)
+    latencies = []
+    for i in range(frames):
+        start = time.perf_counter()
+        world.step([i % world.num_actions] * batch_size)
+        _sync(device)
+        latencies.append(time.perf_counter() - start)
+    mean = sum(latencies) / len(latencies)
+    return {"batch_size": batch_size, "maskgit_steps": world.steps, "play_latency_ms": round(mean * 1000, 2),
+            "play_fps": round(batch_size / mean, 2)}
+
+
+def bench_decode(data_dir: str | Path, seq_len: int, resolution: int, batch_size: int = 16, workers: int = 2, batches: int = 20) -> dict:
+    """decode_frames_per_s of the training data path (decord + DataLoader workers)."""
+    from genie.data import VideoClips, usable_videos
+
+    videos = usable_videos(data_dir, min_frames=seq_len, progress=False)
+    clips = VideoClips(videos, seq_len, resolution, clip_step=seq_len)
+    loader = torch.utils.data.DataLoader(clips, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         generator=torch.Generator().manual_seed(0))
+    it = iter(loader)
+    next(it)  # workers started
+    start, frames = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            frames += next(it)["video"].shape[0] * seq_len
+        except StopIteration:
+            break
+    seconds = time.perf_counter() - start
+    return {"decode_frames_per_s": round(frames / seconds, 1), "workers": workers, "resolution": resolution}
+
+
+def run_bench(config: str | Path | None, model: str | Path | None, data: str | Path | None, device: torch.device,
+              train_batch: int = 8, play_batches=(1, 8)) -> dict:
+    dtype = torch.bfloat16 if device.type == "cuda" else None
+    result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+                    "dtype": "bf16-autocast" if dtype else "fp32", "torch": torch.__version__}
+    if model:
+        world = WorldModel.load(model, device=device)
+        tokenizer, lam, dynamics = world.tokenizer, world.lam, world.dynamics
+        seq_len = tokenizer.cfg.max_frames
+    else:
+        tokenizer, lam, dynamics, cfgs = models_from_config(config or "configs/sprites/genie.yaml")
+        world = WorldModel(tokenizer, lam, dynamics).to(device)
+        seq_len = cfgs["tokenizer"].data.seq_len
+    resolution = tokenizer.cfg.resolution
+    result["model"] = str(model or config or "configs/sprites/genie.yaml")
+    result["params"] = {"tokenizer": _params(tokenizer), "lam": _params(lam), "dynamics": _params(dynamics)}
+
+    def tokenizer_loss(m, video):
+        recon, _, vq = m(video)
+        return (recon.float() - video).pow(2).mean() + vq
+
+    def lam_loss(m, video):
+        pred, _, vq = m(video)
+        return (pred.float() - video[:, 1:]).pow(2).mean() + vq
+
+    with torch.no_grad():
+        probe = torch.rand(train_batch, seq_len, 3, resolution, resolution, device=device)
+        tokenizer.to(device).eval()
+        fixed_ids = rearrange(tokenizer.encode(probe), "b t h w -> b t (h w)")
+        fixed_actions = torch.randint(0, dynamics.cfg.num_actions, (train_batch, seq_len - 1), device=device)
+
+    def dynamics_loss(m, video):
+        return m.loss(fixed_ids, fixed_actions)[0]  # tokens precomputed: the dynamics model alone
+
+    stages = [("tokenizer", tokenizer, tokenizer_loss), ("lam", lam, lam_loss), ("dynamics", dynamics, dynamics_loss)]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result["train"] = [bench_train_step(n, m, f, train_batch, seq_len, resolution, device, dtype) for n, m, f in stages]
+    world = world.to(device).eval()
+    with _autocast(device, dtype):
+        result["play"] = [bench_play(world, b) for b in play_batches]
+    if data:
+        result["data"] = bench_decode(data, seq_len, resolution)
+    if device.type == "cuda":
+        result["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    else:
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def bench_command(args) -> None:
+    device = resolve_device(args.device)
+    result = run_bench(args.config, args.model, args.data, device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    for row in result["train"]:
+        print(f"train {row['stage']:10s} {row['params'] / 1e6:7.2f}M params  {row['train_frames_per_s']:10.1f} frames/s")
+    for row in result["play"]:
+        print(f"play  batch {row['batch_size']:3d}  {row['play_fps']:8.2f} frames/s  {row['play_latency_ms']:8.2f} ms/frame")
+    if "data" in result:
+        print(f"data  decode {result['data']['decode_frames_per_s']:.1f} frames/s")
+    print(f"{result['device']}, {result['dtype']}; written to {out}")
