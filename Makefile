@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: install test demo clean
 
 $(STAMP): pyproject.toml
+	@# the play-page test drives Debian's chromium; without it (no root, no apt) that one test skips
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "warning: chromium not installed, the browser test will skip"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev,procgen,atari]'
