@@ -37,7 +37,12 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 7) -> torch.Ten
 
 def codebook_stats(ids: torch.Tensor, num_codes: int) -> dict[str, float]:
     """`codebook_usage` (fraction of codes used) and `codebook_perplexity` (exp entropy of code frequencies)."""
-    counts = torch.bincount(ids.flatten().long().cpu(), minlength=num_codes).float()
+    return code_count_stats(torch.bincount(ids.flatten().long().cpu(), minlength=num_codes))
+
+
+def code_count_stats(counts: torch.Tensor) -> dict[str, float]:
+    """`codebook_stats` from per-code counts (num_codes,), e.g. accumulated over a validation epoch."""
+    counts = counts.detach().float().cpu()
     p = counts / counts.sum().clamp(min=1)
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
     return {"codebook_usage": float((counts > 0).float().mean()), "codebook_perplexity": float(entropy.exp())}

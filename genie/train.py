@@ -168,13 +168,16 @@ def make_trainer(cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbac
     callbacks = [
         # periodic checkpoints by steps, always refreshing last.ckpt
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                        every_n_train_steps=cfg.ckpt_every_steps, save_top_k=-1, save_last=True),
+                        every_n_train_steps=cfg.ckpt_every_steps, save_top_k=-1, save_last=True,
+                        enable_version_counter=False),
         NaNGuard(),
         *(extra_callbacks or []),
     ]
     if cfg.ckpt_every_minutes > 0:
-        # and by wall-clock time, so a long run killed between step checkpoints loses little
+        # and by wall-clock time, so a long run killed between step checkpoints loses little; both callbacks
+        # refresh the same last.ckpt (no version counter, no "last-v1.ckpt"): the file a resumed run starts from
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="latest-time", save_top_k=1, save_last=True,
+                                         enable_version_counter=False,
                                          train_time_interval=timedelta(minutes=cfg.ckpt_every_minutes)))
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))

@@ -1,0 +1,136 @@
+"""The latent action model (LAM): learns a tiny vocabulary of actions from unlabeled video.
+
+Encoder: an ST-transformer over the pixel patches of the frame differences x[t+1] - x[t], plus one
+learned action token per difference; with causal time attention, the token of difference t has seen
+frames <= t+1 and becomes the latent of transition t -> t+1, quantised to `num_actions` codes.
+Decoder: an ST-transformer over frames 1..t (causal in time) with the code of transition t added to
+every token of frame t; it predicts frame t+1, which it can only learn about through the code.
+
+Two choices keep the codes tied to actions rather than to anything else that changes (docs/lam.md
+has the measurements):
+- The encoder reads differences, not frames. With whole frames it mixed each episode's background
+  into the latent and the codes meant different actions in different episodes (NMI 0.07-0.37).
+- The decoder predicts the change from frame t (its head starts at zero: the untrained model copies
+  frame t), so the loss is spent on what moved, and the code is what explains the moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from genie.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
+from genie.quantize import VectorQuantizer
+
+
+@dataclass
+class LAMConfig:
+    resolution: int = 64  # set from data.resolution by the run config
+    patch: int = 8
+    max_frames: int = 16  # the clip length the LAM sees (= data.seq_len of its training run)
+    dim: int = 256
+    enc_depth: int = 4
+    dec_depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    num_actions: int = 8
+    code_dim: int = 32
+    vq_beta: float = 0.25
+
+
+class LatentActionModel(nn.Module):
+    def __init__(self, cfg: LAMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.grid = cfg.resolution // cfg.patch
+
+        def st(depth: int) -> STTransformer:
+            return STTransformer(STConfig(cfg.dim, depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, causal_time=True))
+
+        # one time position shared by all frames (max_frames=1 broadcasts): with a position per frame the
+        # codes came to mean different actions early and late in a clip
+        self.enc_embed = PatchEmbed(cfg.patch, 3, cfg.dim, cfg.resolution, max_frames=1)
+        self.action_token = nn.Parameter(torch.randn(1, 1, 1, cfg.dim) * 0.02)
+        self.encoder = st(cfg.enc_depth)
+        self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
+        # with 8 codes each live code gets ~1/8 of a batch: a short usage memory (0.9) finds a dead
+        # one within tens of steps, so early collapse to one code is undone in short runs too
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, beta=cfg.vq_beta, usage_decay=0.9)
+
+        self.dec_embed = PatchEmbed(cfg.patch, 3, cfg.dim, cfg.resolution, cfg.max_frames)
+        self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
+        self.decoder = st(cfg.dec_depth)
+        self.head = nn.Linear(cfg.dim, cfg.patch * cfg.patch * 3)
+        nn.init.zeros_(self.head.weight)  # start as "copy frame t"
+        nn.init.zeros_(self.head.bias)
+
+    def _check_length(self, frames: int) -> None:
+        if frames > self.cfg.max_frames:
+            raise ValueError(f"the LAM sees at most {self.cfg.max_frames} frames at once, got {frames} "
+                             f"(use genie.inference.infer_actions for longer videos)")
+
+    def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """video (B, T, 3, H, W) in [0, 1] -> z_q (B, T-1, code_dim), ids (B, T-1), VQ loss, continuous z (B, T-1, code_dim)."""
+        b, t = video.shape[:2]
+        self._check_length(t)
+        diffs = video[:, 1:] - video[:, :-1]  # (B, T-1, 3, H, W)
+        if self.training:
+            diffs = shift_within_patch(diffs, self.cfg.patch)
+        patches = self.enc_embed(diffs)  # (B, T-1, S, D)
+        token = self.action_token.expand(b, t - 1, -1, -1)  # (B, T-1, 1, D)
+        # each transition alone: an encoder that saw earlier transitions coded actions relative to them
+        x = self.encoder(rearrange(torch.cat([token, patches], dim=2), "b t s d -> (b t) 1 s d"))  # (B*(T-1), 1, 1+S, D)
+        z = self.to_code(rearrange(x[:, 0, 0], "(b t) d -> b t d", b=b))  # the latent of transition t sees frames t, t+1
+        z_q, ids, vq_loss = self.vq(z)
+        return z_q, ids, vq_loss, z
+
+    def decode(self, past: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+        """past frames 1..T-1 (B, T-1, 3, H, W) and codes (B, T-1, code_dim) -> predicted frames 2..T (B, T-1, 3, H, W)."""
+        self._check_length(past.shape[1])
+        x = self.dec_embed(past) + rearrange(self.from_code(z_q), "b t d -> b t 1 d")  # (B, T-1, S, D)
+        delta = unpatchify(self.head(self.decoder(x)), self.cfg.patch, self.grid)
+        return past + delta
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """video (B, T, 3, H, W) -> (predicted frames 2..T, ids (B, T-1), VQ loss)."""
+        z_q, ids, vq_loss, _ = self.encode(video)
+        return self.decode(video[:, :-1], z_q), ids, vq_loss
+
+    @torch.no_grad()
+    def infer_actions(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, 3, H, W) in [0, 1], T <= max_frames -> latent action ids (B, T-1), long."""
+        return self.encode(video)[1].long()
+
+
+def shift_within_patch(video: torch.Tensor, patch: int) -> torch.Tensor:
+    """Roll each clip (B, T, C, H, W) by a random offset of 0..patch-1 pixels on both axes.
+
+    Without it a patch embedding sees a 2-pixel move differently at each offset within the patch grid,
+    and the codes came to mean (action, offset) pairs: a held action alternated between two codes.
+    """
+    shifts = torch.randint(0, patch, (video.shape[0], 2)).tolist()
+    return torch.stack([torch.roll(clip, (dy, dx), dims=(-2, -1)) for clip, (dy, dx) in zip(video, shifts)])
+
+
+def load_lam(path: str | Path) -> LatentActionModel:
+    """A trained LAM in eval mode on the CPU, from a stage-"lam" .ckpt, its run folder, or a world-model bundle."""
+    from genie.train import RunError, dataclass_from, expect_stage, load_checkpoint, model_state
+
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") == "genie-bundle":
+        if not isinstance(ckpt.get("lam"), dict):
+            raise RunError(f"{path}: world-model bundle without a LAM")
+        config, state = ckpt["lam"]["config"], ckpt["lam"]["state_dict"]
+    else:
+        config, state = expect_stage(ckpt, "lam", path)["model"], model_state(ckpt)
+    model = LatentActionModel(dataclass_from(LAMConfig, config))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"{path}: weights do not fit its LAM config ({str(e).strip().splitlines()[0][:200]})") from None
+    return model.eval()

@@ -1,0 +1,110 @@
+"""Training the latent action model: next-frame reconstruction + VQ loss, validated against ground truth.
+
+Ground-truth actions (where the data has them) are read only by the validation metrics `action_nmi`
+and `action_probe_acc`, never by the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
+from genie.data import VideoDataModule, float_to_video, video_to_float
+from genie.lam import LAMConfig, LatentActionModel
+from genie.metrics import codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr
+from genie.train import SampleLogger, configure_adamw
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/lam"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: LAMConfig = field(default_factory=LAMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        # the data decides frame size and window; the model follows
+        self.model.resolution = self.data.resolution
+        self.model.max_frames = self.data.seq_len
+        if self.data.resolution % self.model.patch:
+            raise ConfigError(f"data.resolution {self.data.resolution} must be divisible by model.patch {self.model.patch}")
+        if self.data.seq_len < 2:
+            raise ConfigError(f"data.seq_len {self.data.seq_len}: the LAM needs clips of at least 2 frames")
+
+
+class Task(L.LightningModule):
+    stage = "lam"
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
+        self.model = LatentActionModel(cfg.model)
+        self.samples = SampleLogger(self)
+        self._val: dict[str, list] = {}
+        self._sampled_at = -1
+
+    @staticmethod
+    def make_datamodule(cfg: RunConfig) -> VideoDataModule:
+        return VideoDataModule(cfg.data)
+
+    def configure_optimizers(self):
+        return configure_adamw(self, self.cfg.train)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        video = video_to_float(batch["video"])  # (B, T, 3, H, W)
+        pred, ids, vq_loss = self.model(video)
+        recon = F.mse_loss(pred, video[:, 1:])
+        loss = recon + vq_loss
+        batch_perplexity = codebook_stats(ids, self.cfg.model.num_actions)["codebook_perplexity"]
+        self.log_dict({"train/loss": loss, "train/recon_mse": recon, "train/vq_loss": vq_loss,
+                       "train/codebook_perplexity": batch_perplexity}, prog_bar=False)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"psnr": [], "psnr_random": [], "ids": [], "z": [], "actions": []}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        video = video_to_float(batch["video"])  # (B, T, 3, H, W)
+        z_q, ids, _, z = self.model.encode(video)
+        pred = self.model.decode(video[:, :-1], z_q)
+        # the same past frames with uniformly random codes: how much the decoder relies on the code
+        random_ids = torch.randint_like(ids, self.cfg.model.num_actions)
+        pred_random = self.model.decode(video[:, :-1], self.model.vq.lookup(random_ids))
+        self._val["psnr"].append(psnr(pred, video[:, 1:]).flatten().cpu())
+        self._val["psnr_random"].append(psnr(pred_random, video[:, 1:]).flatten().cpu())
+        self._val["ids"].append(ids.flatten().cpu())
+        self._val["z"].append(z.flatten(0, 1).float().cpu())
+        self._val["actions"].append(batch["actions"].flatten().cpu())
+        every = self.cfg.train.sample_every_steps
+        if batch_idx == 0 and every > 0 and self.global_step // every != self._sampled_at:
+            self._sampled_at = self.global_step // every
+            self._log_samples(video, pred, pred_random)
+
+    def on_validation_epoch_end(self) -> None:
+        values = {k: torch.cat(v) for k, v in self._val.items() if v}
+        if not values:
+            return
+        lam_psnr = values["psnr"].mean().item()
+        metrics = {"lam_psnr": lam_psnr, "lam_delta_psnr": lam_psnr - values["psnr_random"].mean().item(),
+                   **codebook_stats(values["ids"], self.cfg.model.num_actions)}
+        known = values["actions"] >= 0
+        if known.any():
+            truth = values["actions"][known].numpy()
+            metrics["action_nmi"] = normalized_mutual_info(values["ids"][known].numpy(), truth)
+            metrics["action_probe_acc"] = linear_probe_accuracy(values["z"][known].numpy(), truth)
+        # NMI and the probe are computed per rank (on its share of val clips) and averaged across ranks
+        self.log_dict({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, prog_bar=True, sync_dist=True)
+        self._val = {}
+
+    def _log_samples(self, video: torch.Tensor, pred: torch.Tensor, pred_random: torch.Tensor, clips: int = 4) -> None:
+        """A video of real | predicted | predicted-with-random-codes next frames, one row per clip."""
+        columns = [float_to_video(x[:clips]) for x in (video[:, 1:], pred, pred_random)]  # each (N, T-1, H, W, 3)
+        rows = torch.cat(columns, dim=3)  # (N, T-1, H, 3W, 3)
+        frames = torch.cat(list(rows), dim=1)  # (T-1, N*H, 3W, 3)
+        self.samples("lam", frames.numpy())

@@ -1,0 +1,109 @@
+"""Training the video tokenizer: reconstruction (MSE, optionally + L1) plus the VQ loss.
+
+Validation logs `recon_psnr`, `recon_ssim`, `codebook_usage` and `codebook_perplexity` (over all val
+ids of the epoch) and, every `train.sample_every_steps`, real | reconstructed samples.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
+from genie.data import VideoDataModule, float_to_video, video_to_float
+from genie.metrics import code_count_stats, psnr, ssim
+from genie.tokenizer import TokenizerConfig, VideoTokenizer
+from genie.train import SampleLogger, configure_adamw
+from genie.video import contact_sheet
+
+SAMPLE_CLIPS = 4
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/tokenizer"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    l1_weight: float = 0.0  # weight of an added L1 reconstruction loss (0: MSE only, which is what PSNR measures)
+
+    def __post_init__(self):
+        # the data decides the frame size and clip length; the model follows
+        self.model.resolution = self.data.resolution
+        self.model.max_frames = max(self.model.max_frames, self.data.seq_len)
+        if self.data.resolution % self.model.patch:
+            raise ConfigError(f"data.resolution {self.data.resolution} must be divisible by model.patch {self.model.patch}")
+
+
+class Task(L.LightningModule):
+    stage = "tokenizer"
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = VideoTokenizer(cfg.model)
+        self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
+        self.samples = SampleLogger(self)
+        self._next_sample_step = 0
+        self._tic: tuple[float, int] | None = None
+        self.register_buffer("val_code_counts", torch.zeros(cfg.model.num_codes, dtype=torch.long), persistent=False)
+
+    @staticmethod
+    def make_datamodule(cfg: RunConfig) -> VideoDataModule:
+        return VideoDataModule(cfg.data)
+
+    def configure_optimizers(self):
+        return configure_adamw(self.model, self.cfg.train)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        video = video_to_float(batch["video"])  # (B, T, 3, H, W)
+        recon, _, vq_loss = self.model(video)
+        mse = F.mse_loss(recon, video)
+        loss = mse + vq_loss
+        if self.cfg.l1_weight:
+            loss = loss + self.cfg.l1_weight * F.l1_loss(recon, video)
+        self.log_dict({"train/loss": loss, "train/mse": mse, "train/vq_loss": vq_loss})
+        self._log_speed(video.shape[0] * video.shape[1])
+        return loss
+
+    def _log_speed(self, frames_per_step: int) -> None:
+        """`train_frames_per_s` over the last `log_every_steps` steps (wall clock, all devices)."""
+        every = self.cfg.train.log_every_steps
+        if (self.global_step + 1) % every:  # the steps at which Lightning writes its logs
+            return
+        now = (time.perf_counter(), self.global_step)
+        if self._tic is not None and now[1] > self._tic[1]:
+            steps = now[1] - self._tic[1]
+            rate = steps * frames_per_step * self.trainer.world_size / (now[0] - self._tic[0])
+            self.log("train_frames_per_s", rate, rank_zero_only=True)
+        self._tic = now
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        video = video_to_float(batch["video"])
+        recon, ids, _ = self.model(video)
+        size = video.shape[0]
+        self.log("recon_psnr", psnr(recon, video).mean(), batch_size=size, sync_dist=True, prog_bar=True)
+        self.log("recon_ssim", ssim(recon, video).mean(), batch_size=size, sync_dist=True)
+        self.val_code_counts += torch.bincount(ids.flatten(), minlength=self.model.num_codes)
+        if batch_idx == 0 and self.global_step >= self._next_sample_step:
+            self._log_sample(video[:SAMPLE_CLIPS], recon[:SAMPLE_CLIPS])
+            every = max(1, self.cfg.train.sample_every_steps)
+            self._next_sample_step = (self.global_step // every + 1) * every
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self.trainer.strategy.reduce(self.val_code_counts, reduce_op="sum")
+        self.log_dict(code_count_stats(counts), rank_zero_only=True)
+        self.val_code_counts.zero_()
+
+    def _log_sample(self, real: torch.Tensor, recon: torch.Tensor) -> None:
+        """One image with a real row above a reconstructed row per clip, and a gif of real | recon."""
+        real, recon = float_to_video(real).numpy(), float_to_video(recon).numpy()  # (N, T, H, W, 3)
+        rows = rearrange(np.stack([real, recon], 1), "n two t h w c -> (n two) t h w c")
+        self.samples("recon", contact_sheet(rows))
+        self.samples("recon", rearrange(np.concatenate([real, recon], 3), "n t h w c -> t (n h) w c"))

@@ -1,0 +1,139 @@
+"""The video tokenizer: an ST-ViViT VQ-VAE that turns frames into a grid of discrete ids per frame.
+
+Patches -> causal ST-transformer encoder -> vector quantiser -> causal ST-transformer decoder -> patches.
+Temporal attention is causal in both halves, so the ids of frame t depend only on frames <= t and the
+reconstruction of frame t only on the ids of frames <= t: the dynamics model can generate frame by
+frame and decode each new frame without waiting for the future.
+
+Clips longer than `max_frames` are handled with a sliding window: the first `max_frames` frames in one
+pass, then each later frame as the last frame of the window that ends at it. Training clips start
+anywhere in a video, so a frame at window position k with k frames of context is exactly what the
+model saw in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from genie.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
+from genie.quantize import VectorQuantizer
+
+
+@dataclass
+class TokenizerConfig:
+    resolution: int = 64  # frames are resolution x resolution (set from data.resolution when training)
+    patch: int = 4
+    max_frames: int = 16  # longest clip processed in one pass (temporal positions)
+    dim: int = 256
+    enc_depth: int = 4
+    dec_depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    num_codes: int = 1024
+    code_dim: int = 32
+    beta: float = 0.25  # commitment weight of the VQ loss
+    restart_every: int = 50  # steps between dead-code restarts (0 = never)
+    # a fast usage average lets the first restart (step `restart_every`) revive the codes that the
+    # freshly initialised encoder never picks; with 0.99 nothing counts as dead before step ~350
+    usage_decay: float = 0.9
+
+
+class VideoTokenizer(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.grid = cfg.resolution // cfg.patch
+        self.num_codes = cfg.num_codes
+
+        def st(depth: int) -> STConfig:
+            return STConfig(dim=cfg.dim, depth=depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
+                            dropout=cfg.dropout, causal_time=True)
+
+        self.patch_embed = PatchEmbed(cfg.patch, 3, cfg.dim, cfg.resolution, cfg.max_frames)
+        self.encoder = STTransformer(st(cfg.enc_depth))
+        self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
+        self.quantizer = VectorQuantizer(cfg.num_codes, cfg.code_dim, beta=cfg.beta, usage_decay=cfg.usage_decay,
+                                         restart_every=cfg.restart_every)
+        self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
+        # the decoder gets its own positions: a code id says what a patch looks like, not where it is
+        self.dec_pos_space = nn.Parameter(torch.randn(1, 1, self.grid * self.grid, cfg.dim) * 0.02)
+        self.dec_pos_time = nn.Parameter(torch.randn(1, cfg.max_frames, 1, cfg.dim) * 0.02)
+        self.decoder = STTransformer(st(cfg.dec_depth))
+        self.to_pixels = nn.Linear(cfg.dim, cfg.patch * cfg.patch * 3)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------------------ one window
+
+    def _encode_window(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """video (B, T<=max_frames, 3, H, W) -> (quantised latents (B, T, S, code_dim), ids (B, T, S), VQ loss)."""
+        z = self.to_code(self.encoder(self.patch_embed(video)))
+        return self.quantizer(z)
+
+    def _decode_window(self, latents: torch.Tensor) -> torch.Tensor:
+        """Quantised latents (B, T<=max_frames, S, code_dim) -> video (B, T, 3, H, W), unclamped."""
+        t = latents.shape[1]
+        x = self.from_code(latents) + self.dec_pos_space + self.dec_pos_time[:, :t]
+        patches = self.to_pixels(self.decoder(x))  # (B, T, S, p*p*3)
+        return unpatchify(patches, self.cfg.patch, self.grid)
+
+    def _sliding(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Apply the causal per-window `fn` along time (axis 1) to any number of frames."""
+        m = self.cfg.max_frames
+        outs = [fn(x[:, :m])]
+        outs += [fn(x[:, t - m + 1 : t + 1])[:, -1:] for t in range(m, x.shape[1])]
+        return torch.cat(outs, dim=1)
+
+    # ---------------------------------------------------------------------------------- public
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """video (B, T<=max_frames, 3, H, W) in [0, 1] -> (reconstruction in [0, 1], ids (B, T, h, w), VQ loss)."""
+        self._check(video)
+        latents, ids, vq_loss = self._encode_window(video)
+        recon = self._decode_window(latents)
+        # clamp the values but pass gradients straight through, so an overshooting pixel is still pulled back
+        recon = recon + (recon.clamp(0, 1) - recon).detach()
+        return recon, ids.unflatten(-1, (self.grid, self.grid)), vq_loss
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, 3, H, W) float in [0, 1] -> ids (B, T, h, w) long."""
+        self._check(video, any_length=True)
+        ids = self._sliding(video, lambda v: self._encode_window(v)[1])  # (B, T, S)
+        return ids.unflatten(-1, (self.grid, self.grid))
+
+    @torch.no_grad()
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T, h, w) -> video (B, T, 3, H, W) float in [0, 1]."""
+        latents = self.quantizer.lookup(ids.flatten(-2))  # (B, T, S, code_dim)
+        return self._sliding(latents, self._decode_window).clamp(0, 1)
+
+    def _check(self, video: torch.Tensor, any_length: bool = False) -> None:
+        r = self.cfg.resolution
+        if video.ndim != 5 or video.shape[2] != 3 or video.shape[-2:] != (r, r):
+            raise ValueError(f"expected video (B, T, 3, {r}, {r}), got {tuple(video.shape)}")
+        if not any_length and video.shape[1] > self.cfg.max_frames:
+            raise ValueError(f"clip of {video.shape[1]} frames is longer than max_frames={self.cfg.max_frames}")
+
+
+def load_tokenizer(path: str | Path) -> VideoTokenizer:
+    """A trained tokenizer, in eval mode on the CPU, from a tokenizer checkpoint (.ckpt), a tokenizer run
+    folder (its checkpoints/last.ckpt) or a world-model bundle."""
+    from genie.train import dataclass_from, expect_stage, load_checkpoint, model_state
+
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") == "genie-bundle":
+        config, state = ckpt["tokenizer"]["config"], ckpt["tokenizer"]["state_dict"]
+    else:
+        config, state = expect_stage(ckpt, "tokenizer", path)["model"], model_state(ckpt)
+    model = VideoTokenizer(dataclass_from(TokenizerConfig, config))
+    model.load_state_dict(state)
+    return model.eval()
+

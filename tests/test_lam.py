@@ -1,0 +1,195 @@
+"""The latent action model: it recovers the sprite world's actions without ever seeing them, cannot
+cheat by looking at the frame it predicts, and `genie infer-actions` labels videos of any length."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genie.cli import main
+from genie.config import ConfigError, load_config
+from genie.data import discover_videos
+from genie.inference import infer_actions, to_model_input
+from genie.lam import LAMConfig, LatentActionModel, load_lam
+from genie.tasks.lam import RunConfig, Task
+from genie.train import RunError, train_stage
+from genie.video import read_video, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+# measured on 12 sprite episodes with this budget: action_nmi 0.6-0.7, action_probe_acc ~0.95 (docs/lam.md)
+NMI_BAR = 0.45
+PROBE_BAR = 0.8
+
+
+@pytest.fixture(scope="module")
+def lam_run(sprite_data, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("lam_run")
+    overrides = [f"data.dir={sprite_data}", f"run_dir={run_dir}", "data.num_workers=0", "data.val_fraction=0.25",
+                 "train.max_steps=300", "train.val_every_steps=300", "train.sample_every_steps=300"]
+    cfg = load_config(RunConfig, ROOT / "configs" / "sprites" / "lam.yaml", overrides)
+    train_stage(Task, cfg, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def lam_metrics(lam_run) -> dict[str, float]:
+    (log,) = lam_run.glob("logs/version_*/metrics.csv")
+    rows = [row for row in csv.DictReader(log.open()) if row.get("action_nmi")]
+    return {k: float(v) for k, v in rows[-1].items() if v}
+
+
+@pytest.fixture(scope="module")
+def lam(lam_run) -> LatentActionModel:
+    return load_lam(lam_run)
+
+
+@pytest.fixture(scope="module")
+def episode(sprite_data) -> Path:
+    return discover_videos(sprite_data)[0]
+
+
+def test_lam_recovers_sprite_actions(lam_metrics):
+    assert lam_metrics["action_nmi"] >= NMI_BAR, lam_metrics
+    assert lam_metrics["action_probe_acc"] >= PROBE_BAR, lam_metrics
+    assert lam_metrics["codebook_usage"] >= 5 / 8, lam_metrics  # at least one code per true action
+    assert lam_metrics["lam_delta_psnr"] > 1.0, lam_metrics  # the decoder relies on the codes
+
+
+def test_training_writes_sample_videos(lam_run):
+    assert list((lam_run / "samples").glob("lam_*.gif"))
+
+
+def test_decoder_never_sees_the_frame_it_predicts(lam):
+    torch.manual_seed(0)
+    video = torch.rand(2, lam.cfg.max_frames, 3, lam.cfg.resolution, lam.cfg.resolution)
+    z_q, ids, _, _ = lam.encode(video)
+    past = video[:, :-1]
+    t = 3  # predicting frame t+1 from frames <= t and the code of transition t
+    future_changed = past.clone()
+    future_changed[:, t + 1 :] = torch.rand_like(future_changed[:, t + 1 :])
+    with torch.no_grad():
+        pred, pred_changed = lam.decode(past, z_q), lam.decode(future_changed, z_q)
+        other_code = z_q.clone()
+        other_code[:, t] = lam.vq.lookup((ids[:, t] + 1) % lam.cfg.num_actions)
+        pred_other_code = lam.decode(past, other_code)
+    assert torch.allclose(pred[:, : t + 1], pred_changed[:, : t + 1], atol=1e-5)
+    assert not torch.allclose(pred[:, t + 1 :], pred_changed[:, t + 1 :], atol=1e-3)  # the test can see a leak
+    assert (pred[:, t] - pred_other_code[:, t]).abs().max() > 1e-3  # frame t+1 does depend on the code
+
+
+def test_action_of_a_transition_ignores_later_frames(lam):
+    torch.manual_seed(0)
+    video = torch.rand(2, lam.cfg.max_frames, 3, lam.cfg.resolution, lam.cfg.resolution)
+    changed = video.clone()
+    changed[:, 5:] = torch.rand_like(changed[:, 5:])
+    _, _, _, z = lam.encode(video)
+    _, _, _, z_changed = lam.encode(changed)
+    assert torch.allclose(z[:, :4], z_changed[:, :4], atol=1e-5)  # transitions 0..3 end at frame <= 4
+
+
+def test_infer_actions_labels_every_transition_of_a_long_video(lam, episode):
+    frames = read_video(episode)
+    long_video = np.concatenate([frames, frames[::-1]])  # 96 frames, many LAM windows
+    actions = infer_actions(lam, long_video)
+    assert len(actions) == len(long_video) - 1
+    assert all(0 <= a < lam.cfg.num_actions for a in actions)
+    # the first window is labelled exactly as the model labels it on its own
+    first = lam.infer_actions(to_model_input(long_video[: lam.cfg.max_frames], lam.cfg.resolution)[None])
+    assert actions[: lam.cfg.max_frames - 1] == first[0].tolist()
+
+
+def test_infer_actions_command_writes_json_and_annotated_video(lam_run, episode, tmp_path):
+    out, gif = tmp_path / "actions.json", tmp_path / "annotated.gif"
+    assert main(["infer-actions", "--model", str(lam_run), str(episode), "--out", str(out), "--annotate", str(gif)]) == 0
+    report = json.loads(out.read_text())
+    assert report["num_actions"] == 8 and report["model"] == str(lam_run)
+    (entry,) = report["videos"]
+    assert entry["path"] == str(episode) and len(entry["actions"]) == entry["num_frames"] - 1 == 47
+    annotated = read_video_gif(gif)
+    assert len(annotated) == 48 and annotated.shape[1] > 32  # upscaled
+
+
+def read_video_gif(path: Path) -> np.ndarray:
+    from PIL import Image, ImageSequence
+
+    return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(path))])
+
+
+def test_missing_checkpoint_is_a_one_line_error(episode, tmp_path, capsys):
+    assert main(["infer-actions", "--model", str(tmp_path / "nowhere"), str(episode), "--out", str(tmp_path / "a.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not found" in err and len(err.splitlines()) == 1
+
+
+def test_wrong_kind_of_checkpoint_is_a_one_line_error(episode, tmp_path, capsys):
+    ckpt = tmp_path / "tokenizer.ckpt"
+    torch.save({"hyper_parameters": {"stage": "tokenizer", "config": {}}, "state_dict": {}}, ckpt)
+    assert main(["infer-actions", "--model", str(ckpt), str(episode), "--out", str(tmp_path / "a.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tokenizer checkpoint, expected a lam checkpoint" in err and len(err.splitlines()) == 1
+
+
+def test_unreadable_video_is_named_in_a_one_line_error(lam_run, tmp_path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    assert main(["infer-actions", "--model", str(lam_run), str(bad), "--out", str(tmp_path / "a.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "broken.mp4" in err and len(err.splitlines()) == 1
+
+
+def test_unreadable_videos_are_skipped_but_fail_the_command(lam_run, episode, tmp_path, capsys):
+    bad, out = tmp_path / "broken.mp4", tmp_path / "a.json"
+    bad.write_bytes(b"")
+    assert main(["infer-actions", "--model", str(lam_run), str(episode), str(bad), "--out", str(out)]) == 2
+    assert "1 of 2 videos" in capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert [v["path"] for v in report["videos"]] == [str(episode)]
+    assert report["failed"][0]["path"] == str(bad)
+
+
+def test_videos_are_resized_to_the_lam_resolution(lam_run, episode, tmp_path):
+    big = tmp_path / "big.mp4"
+    write_video(big, read_video(episode, resolution=64)[:10])
+    out = tmp_path / "a.json"
+    assert main(["infer-actions", "--model", str(lam_run), str(big), "--out", str(out), "--window", "4"]) == 0
+    assert len(json.loads(out.read_text())["videos"][0]["actions"]) == 9
+
+
+def test_checkpoint_loads_weights_only(lam_run, lam, tmp_path):
+    ckpt = torch.load(lam_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["stage"] == "lam"
+    bundle = tmp_path / "world_model.pt"
+    torch.save({"format": "genie-bundle", "lam": {"config": dataclasses.asdict(lam.cfg), "state_dict": lam.state_dict()}}, bundle)
+    from_bundle = load_lam(bundle)
+    assert not from_bundle.training
+    for name, value in lam.state_dict().items():
+        assert torch.equal(value, from_bundle.state_dict()[name])
+
+
+def test_bundle_without_a_lam_is_refused(tmp_path):
+    bundle = tmp_path / "world_model.pt"
+    torch.save({"format": "genie-bundle"}, bundle)
+    with pytest.raises(RunError, match="without a LAM"):
+        load_lam(bundle)
+
+
+def test_run_config_follows_the_data():
+    cfg = load_config(RunConfig, None, ["data.resolution=48", "data.seq_len=6", "model.patch=8"])
+    assert (cfg.model.resolution, cfg.model.max_frames) == (48, 6)
+    with pytest.raises(ConfigError, match="divisible"):
+        load_config(RunConfig, None, ["data.resolution=50", "model.patch=8"])
+
+
+def test_encoder_and_decoder_shapes():
+    model = LatentActionModel(LAMConfig(resolution=16, patch=4, max_frames=5, dim=32, enc_depth=1, dec_depth=1))
+    video = torch.rand(3, 5, 3, 16, 16)
+    z_q, ids, vq_loss, z = model.encode(video)
+    assert z_q.shape == z.shape == (3, 4, 32) and ids.shape == (3, 4) and vq_loss.ndim == 0
+    pred, ids, _ = model(video)
+    assert pred.shape == (3, 4, 3, 16, 16) and model.infer_actions(video).dtype == torch.long
