@@ -122,6 +122,19 @@ def configure_adamw(module: torch.nn.Module, cfg: TrainConfig):
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+class FinalCheckpoint(Callback):
+    """Writes last.ckpt when training ends normally.
+
+    Step checkpoints fire every `ckpt_every_steps`; when `max_steps` is not a multiple of it, the last
+    saved step would be short of `max_steps`, and running the command again would train the stage
+    once more instead of skipping it. Not called on an exception (NaN loss, kill): last.ckpt stays the
+    last good one.
+    """
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
+
+
 class NaNGuard(Callback):
     """Stops training with a clear message when the loss is not finite.
 
@@ -172,6 +185,7 @@ def make_trainer(cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbac
                         enable_version_counter=False),
         NaNGuard(),
         *(extra_callbacks or []),
+        FinalCheckpoint(),
     ]
     if cfg.ckpt_every_minutes > 0:
         # and by wall-clock time, so a long run killed between step checkpoints loses little; both callbacks

@@ -64,6 +64,19 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(sprite_data, tmp_pa
     assert step_of(last) == killed_at + 10
 
 
+def test_finished_run_is_checkpointed_at_its_last_step_and_skipped_when_run_again(sprite_data, tmp_path):
+    run_dir = tmp_path / "run"
+    # 7 steps with step checkpoints every 5: without a final save last.ckpt would stop at step 5
+    cmd = train_tokenizer_cmd(sprite_data, run_dir, "train.max_steps=7", "train.ckpt_every_steps=5")
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert step_of(last) == 7
+    before = last.stat().st_mtime_ns
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already trained to 7 steps" in again.stderr
+    assert last.stat().st_mtime_ns == before
+
+
 def test_ddp_on_cpu_with_two_processes_trains_and_checkpoint_loads(sprite_data, tmp_path):
     run_dir = tmp_path / "ddp"
     cmd = train_tokenizer_cmd(sprite_data, run_dir, "train.max_steps=6", "train.accelerator=cpu",
