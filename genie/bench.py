@@ -47,17 +47,33 @@ def models_from_config(config: str | Path):
     return tokenizer, lam, DynamicsModel(dyn_cfg), cfgs
 
 
+def count_flops(fn) -> int:
+    """FLOPs of one call of `fn` (forward and backward as it runs them), counted by torch's FlopCounterMode.
+
+    Counts matmuls and attention (the model FLOPs of MFU), not elementwise work.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int, seq_len: int, resolution: int,
-                     device: torch.device, dtype, steps: int = 10, warmup: int = 3) -> dict:
-    """Frames per second of forward + backward + AdamW on random clips."""
+                     device: torch.device, dtype, steps: int = 10, warmup: int = 3, peak_tflops: float | None = None) -> dict:
+    """Frames per second of forward + backward + AdamW on random clips, and the model FLOP rate."""
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
     video = torch.rand(batch_size, seq_len, 3, resolution, resolution, device=device)
 
-    def step():
+    def forward_backward():
         with _autocast(device, dtype):
             loss = loss_fn(model, video)
         loss.backward()
+
+    def step():
+        forward_backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -69,9 +85,15 @@ def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int
         step()
     _sync(device)
     seconds = (time.perf_counter() - start) / steps
+    flops = count_flops(forward_backward)
+    optimizer.zero_grad(set_to_none=True)
     model.eval()
-    return {"stage": name, "params": _params(model), "batch_size": batch_size, "seq_len": seq_len,
-            "step_ms": round(seconds * 1000, 2), "train_frames_per_s": round(batch_size * seq_len / seconds, 1)}
+    row = {"stage": name, "params": _params(model), "batch_size": batch_size, "seq_len": seq_len,
+           "step_ms": round(seconds * 1000, 2), "train_frames_per_s": round(batch_size * seq_len / seconds, 1),
+           "gflops_per_step": round(flops / 1e9, 2), "model_tflops_per_s": round(flops / seconds / 1e12, 4)}
+    if peak_tflops:
+        row["mfu"] = round(flops / seconds / 1e12 / peak_tflops, 4)
+    return row
 
 
 def bench_play(world: WorldModel, batch_size: int, frames: int = 16) -> dict:
@@ -112,9 +134,15 @@ def bench_decode(data_dir: str | Path, seq_len: int, resolution: int, batch_size
     return {"decode_frames_per_s": round(frames / seconds, 1), "workers": workers, "resolution": resolution}
 
 
+# bf16 dense matmul rate measured on the lent H100 (8192^3, shared/GPU.md): the peak MFU is reported against
+H100_BF16_TFLOPS = 788.0
+
+
 def run_bench(config: str | Path | None, model: str | Path | None, data: str | Path | None, device: torch.device,
-              train_batch: int = 8, play_batches=(1, 8)) -> dict:
+              train_batch: int = 8, play_batches=(1, 8), peak_tflops: float | None = None) -> dict:
     dtype = torch.bfloat16 if device.type == "cuda" else None
+    if peak_tflops is None and device.type == "cuda":
+        peak_tflops = H100_BF16_TFLOPS
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
                     "dtype": "bf16-autocast" if dtype else "fp32", "torch": torch.__version__}
     if model:
@@ -149,7 +177,10 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
     stages = [("tokenizer", tokenizer, tokenizer_loss), ("lam", lam, lam_loss), ("dynamics", dynamics, dynamics_loss)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result["train"] = [bench_train_step(n, m, f, train_batch, seq_len, resolution, device, dtype) for n, m, f in stages]
+    result["train"] = [bench_train_step(n, m, f, train_batch, seq_len, resolution, device, dtype, peak_tflops=peak_tflops)
+                       for n, m, f in stages]
+    if peak_tflops:
+        result["peak_tflops"] = peak_tflops
     world = world.to(device).eval()
     with _autocast(device, dtype):
         result["play"] = [bench_play(world, b) for b in play_batches]
@@ -164,12 +195,14 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
 
 def bench_command(args) -> None:
     device = resolve_device(args.device)
-    result = run_bench(args.config, args.model, args.data, device)
+    result = run_bench(args.config, args.model, args.data, device, train_batch=args.batch_size, peak_tflops=args.peak_tflops)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     for row in result["train"]:
-        print(f"train {row['stage']:10s} {row['params'] / 1e6:7.2f}M params  {row['train_frames_per_s']:10.1f} frames/s")
+        mfu = f"  MFU {row['mfu']:.1%}" if "mfu" in row else ""
+        print(f"train {row['stage']:10s} {row['params'] / 1e6:7.2f}M params  {row['train_frames_per_s']:10.1f} frames/s  "
+              f"{row['model_tflops_per_s'] * 1000:9.1f} GFLOP/s{mfu}")
     for row in result["play"]:
         print(f"play  batch {row['batch_size']:3d}  {row['play_fps']:8.2f} frames/s  {row['play_latency_ms']:8.2f} ms/frame")
     if "data" in result:

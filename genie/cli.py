@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="dataset folder for decode throughput")
     bench.add_argument("--out", default="bench.json")
     bench.add_argument("--device", default="auto")
+    bench.add_argument("--batch-size", type=int, default=8, help="clips per training step")
+    bench.add_argument("--peak-tflops", type=float, default=None,
+                       help="device peak for MFU (default on CUDA: 788, the bf16 matmul rate measured on an H100)")
     bench.set_defaults(func=_cmd_bench)
     return parser
 

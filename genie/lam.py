@@ -58,6 +58,10 @@ class LatentActionModel(nn.Module):
         self.action_token = nn.Parameter(torch.randn(1, 1, 1, cfg.dim) * 0.02)
         self.encoder = st(cfg.enc_depth)
         self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
+        # standardise each latent feature over the batch before the cosine lookup: a fresh encoder gives
+        # nearly the same latent for every transition, and without this all of them picked one code for
+        # the first 100+ steps and training settled on 2-3 codes (docs/lam.md)
+        self.code_norm = nn.BatchNorm1d(cfg.code_dim, affine=False)
         # with 8 codes each live code gets ~1/8 of a batch: a short usage memory (0.9) finds a dead
         # one within tens of steps, so early collapse to one code is undone in short runs too
         self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, beta=cfg.vq_beta, usage_decay=0.9)
@@ -85,7 +89,8 @@ class LatentActionModel(nn.Module):
         token = self.action_token.expand(b, t - 1, -1, -1)  # (B, T-1, 1, D)
         # each transition alone: an encoder that saw earlier transitions coded actions relative to them
         x = self.encoder(rearrange(torch.cat([token, patches], dim=2), "b t s d -> (b t) 1 s d"))  # (B*(T-1), 1, 1+S, D)
-        z = self.to_code(rearrange(x[:, 0, 0], "(b t) d -> b t d", b=b))  # the latent of transition t sees frames t, t+1
+        z = self.code_norm(self.to_code(x[:, 0, 0]))  # (B*(T-1), code_dim): the latent of transition t sees frames t, t+1
+        z = rearrange(z, "(b t) d -> b t d", b=b)
         z_q, ids, vq_loss = self.vq(z)
         return z_q, ids, vq_loss, z
 

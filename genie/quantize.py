@@ -3,7 +3,10 @@
 Why VQ with restarts rather than FSQ: the LAM needs a tiny vocabulary of arbitrary size (8 actions), and
 one mechanism for both models keeps the code small. Codes and inputs are L2-normalised (cosine lookup),
 which keeps code norms equal and usage high; an exponential moving average of each code's usage finds
-dead codes, which are re-initialised from random encoder outputs of the current batch.
+dead codes, which are re-initialised from encoder outputs of the current batch, drawn with probability
+proportional to their quantisation error: a new code lands where the codebook fits the data worst, so
+a cluster that shares a code with another one gets its own (uniform draws mostly land in the biggest
+cluster, which already has a code).
 """
 
 from __future__ import annotations
@@ -51,11 +54,11 @@ class VectorQuantizer(nn.Module):
         quantised = F.embedding(ids, codes).view_as(z)
         loss = F.mse_loss(quantised, z.detach()) + self.beta * F.mse_loss(z, quantised.detach())
         if self.training:
-            self._track_and_restart(flat.detach(), ids)
+            self._track_and_restart(flat.detach(), ids, codes.detach())
         return z + (quantised - z).detach(), ids.view(z.shape[:-1]), loss
 
     @torch.no_grad()
-    def _track_and_restart(self, flat: torch.Tensor, ids: torch.Tensor) -> None:
+    def _track_and_restart(self, flat: torch.Tensor, ids: torch.Tensor, codes: torch.Tensor) -> None:
         counts = torch.bincount(ids, minlength=self.num_codes).float()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
@@ -67,7 +70,8 @@ class VectorQuantizer(nn.Module):
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        picks = flat[torch.randint(0, flat.shape[0], (num_dead,), device=flat.device)]
+        error = (flat.float() - codes.float()[ids]).pow(2).sum(-1)  # (N,) squared distance to the chosen code
+        picks = flat[torch.multinomial(error + 1e-12, num_dead, replacement=num_dead > flat.shape[0])]
         picks = F.normalize(picks + 0.01 * torch.randn_like(picks), dim=-1).to(self.codebook.dtype)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(picks, src=0)  # keep codebooks identical across ranks

@@ -22,16 +22,17 @@ from genie.train import RunError, train_stage
 from genie.video import read_video, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
-# measured on 12 sprite episodes with this budget: action_nmi 0.6-0.7, action_probe_acc ~0.95 (docs/lam.md)
-NMI_BAR = 0.45
-PROBE_BAR = 0.8
+# measured on 12 sprite episodes with this budget (seeds 0 and 1, docs/lam.md): action_nmi 0.70 / 0.65,
+# action_probe_acc 0.98 / 1.00, 5 / 6 codes used, lam_delta_psnr 2.9 / 2.6 dB; random codes score NMI 0.07 on this many transitions
+NMI_BAR = 0.55
+PROBE_BAR = 0.85
 
 
 @pytest.fixture(scope="module")
 def lam_run(sprite_data, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("lam_run")
     overrides = [f"data.dir={sprite_data}", f"run_dir={run_dir}", "data.num_workers=0", "data.val_fraction=0.25",
-                 "train.max_steps=300", "train.val_every_steps=300", "train.sample_every_steps=300"]
+                 "train.max_steps=400", "train.val_every_steps=400", "train.sample_every_steps=400"]
     cfg = load_config(RunConfig, ROOT / "configs" / "sprites" / "lam.yaml", overrides)
     train_stage(Task, cfg, progress=False)
     return run_dir
@@ -58,7 +59,7 @@ def test_lam_recovers_sprite_actions(lam_metrics):
     assert lam_metrics["action_nmi"] >= NMI_BAR, lam_metrics
     assert lam_metrics["action_probe_acc"] >= PROBE_BAR, lam_metrics
     assert lam_metrics["codebook_usage"] >= 5 / 8, lam_metrics  # at least one code per true action
-    assert lam_metrics["lam_delta_psnr"] > 1.0, lam_metrics  # the decoder relies on the codes
+    assert lam_metrics["lam_delta_psnr"] > 1.5, lam_metrics  # the decoder relies on the codes
 
 
 def test_training_writes_sample_videos(lam_run):
