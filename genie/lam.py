@@ -124,18 +124,6 @@ def shift_within_patch(video: torch.Tensor, patch: int) -> torch.Tensor:
 
 def load_lam(path: str | Path) -> LatentActionModel:
     """A trained LAM in eval mode on the CPU, from a stage-"lam" .ckpt, its run folder, or a world-model bundle."""
-    from genie.train import RunError, dataclass_from, expect_stage, load_checkpoint, model_state
+    from genie.train import load_stage_model
 
-    ckpt = load_checkpoint(path)
-    if ckpt.get("format") == "genie-bundle":
-        if not isinstance(ckpt.get("lam"), dict):
-            raise RunError(f"{path}: world-model bundle without a LAM")
-        config, state = ckpt["lam"]["config"], ckpt["lam"]["state_dict"]
-    else:
-        config, state = expect_stage(ckpt, "lam", path)["model"], model_state(ckpt)
-    model = LatentActionModel(dataclass_from(LAMConfig, config))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise RunError(f"{path}: weights do not fit its LAM config ({str(e).strip().splitlines()[0][:200]})") from None
-    return model.eval()
+    return load_stage_model(path, "lam", LAMConfig, LatentActionModel, label="LAM")

@@ -126,14 +126,6 @@ class VideoTokenizer(nn.Module):
 def load_tokenizer(path: str | Path) -> VideoTokenizer:
     """A trained tokenizer, in eval mode on the CPU, from a tokenizer checkpoint (.ckpt), a tokenizer run
     folder (its checkpoints/last.ckpt) or a world-model bundle."""
-    from genie.train import dataclass_from, expect_stage, load_checkpoint, model_state
+    from genie.train import load_stage_model
 
-    ckpt = load_checkpoint(path)
-    if ckpt.get("format") == "genie-bundle":
-        config, state = ckpt["tokenizer"]["config"], ckpt["tokenizer"]["state_dict"]
-    else:
-        config, state = expect_stage(ckpt, "tokenizer", path)["model"], model_state(ckpt)
-    model = VideoTokenizer(dataclass_from(TokenizerConfig, config))
-    model.load_state_dict(state)
-    return model.eval()
-
+    return load_stage_model(path, "tokenizer", TokenizerConfig, VideoTokenizer)

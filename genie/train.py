@@ -272,6 +272,25 @@ def dataclass_from(cls: type, values: dict) -> Any:
     return from_dict(cls, {k: v for k, v in values.items() if k in names})
 
 
+def load_stage_model(path: str | Path, stage: str, config_cls: type, model_cls: type, label: str | None = None):
+    """A trained model of `stage`, in eval mode on the CPU, from a .ckpt of that stage, its run folder (its
+    checkpoints/last.ckpt) or a world-model bundle; a one-line RunError for anything else."""
+    label = label or stage
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") == "genie-bundle":
+        if not isinstance(ckpt.get(stage), dict):
+            raise RunError(f"{path}: world-model bundle without a {label}")
+        config, state = ckpt[stage]["config"], ckpt[stage]["state_dict"]
+    else:
+        config, state = expect_stage(ckpt, stage, path)["model"], model_state(ckpt)
+    model = model_cls(dataclass_from(config_cls, config))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"{path}: weights do not fit its {label} config ({str(e).strip().splitlines()[0][:200]})") from None
+    return model.eval()
+
+
 def train_stage(task_cls: type, cfg: Any, overwrite: bool = False, progress: bool = True) -> Path:
     """Train one stage from its RunConfig (run_dir, data, model, train); resumes or skips a finished run."""
     resume = prepare_run_dir(cfg.run_dir, cfg, overwrite)
