@@ -319,11 +319,12 @@ class VideoDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_sampler(self) -> ClipStream:
+        """The resumable, rank-sharded stream of training clip indices."""
         self.setup()
         trainer = self.trainer
         # read at every iter(): after a resume (or at a new epoch) the stream continues from the current step
-        stream = ClipStream(
+        return ClipStream(
             len(self.train_set),
             self.cfg.batch_size,
             seed=self.cfg.seed,
@@ -331,7 +332,9 @@ class VideoDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )
-        return self._loader(self.train_set, stream)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.train_sampler())
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -25,9 +27,14 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: DynamicsConfig = field(default_factory=DynamicsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # encode every training clip once with the frozen models and train from <run_dir>/token_cache
+    # (genie/tokens.py); false encodes each batch from video instead
+    token_cache: bool = True
 
     def __post_init__(self) -> None:
-        self.model.max_frames = max(self.model.max_frames, self.data.seq_len)
+        # time positions past the training clip length would never be trained: rollouts slide a window
+        # of seq_len frames instead
+        self.model.max_frames = self.data.seq_len
 
 
 def load_frozen(cfg: RunConfig):
@@ -58,8 +65,21 @@ class Task(L.LightningModule):
         self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
 
     @staticmethod
-    def make_datamodule(cfg: RunConfig) -> VideoDataModule:
-        return VideoDataModule(cfg.data)
+    def make_datamodule(cfg: RunConfig, progress: bool = True) -> VideoDataModule:
+        if not cfg.token_cache:
+            return VideoDataModule(cfg.data)
+        from genie.tokens import TokenDataModule
+        from genie.train import precision_for
+
+        datamodule = TokenDataModule(cfg.data, Path(cfg.run_dir) / "token_cache")
+        use_gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_gpu else torch.device("cpu")
+        tokenizer, lam = load_frozen(cfg)
+        datamodule.build_cache(tokenizer, lam, device, precision_for(cfg.train), progress=progress)
+        del tokenizer, lam
+        if use_gpu:
+            torch.cuda.empty_cache()
+        return datamodule
 
     def train(self, mode: bool = True):
         # the tokenizer and LAM stay in eval mode: no dropout, no codebook restarts
@@ -76,7 +96,10 @@ class Task(L.LightningModule):
         return video, ids, self.lam.infer_actions(video)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        _, ids, actions = self.tokenize(batch)
+        if "ids" in batch:  # from the token cache
+            ids, actions = batch["ids"], batch["latent_actions"]
+        else:
+            _, ids, actions = self.tokenize(batch)
         loss, stats = self.model.loss(ids, actions)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/masked_acc", stats["masked_acc"])

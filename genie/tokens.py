@@ -1,0 +1,199 @@
+"""Pre-tokenised training clips for the dynamics stage.
+
+The dynamics model trains on the frozen tokenizer's ids and the frozen LAM's latent actions. Computing
+them for every batch decodes video and runs two frozen models each step; instead, every training clip
+is encoded once and the results are read back from memory-mapped arrays in `<run_dir>/token_cache/`:
+
+    ids.npy      (N, T, S) uint16 (int32 above 65536 codes): tokenizer ids of clip n
+    actions.npy  (N, T-1) uint8: latent action of each transition
+    meta.json    what the cache was built from; written last, so a killed build is never mistaken for a
+                 finished one
+
+The cache is keyed by the tokenizer and LAM weights, the clip settings and the training videos (path,
+size, modification time): when any of them changes it is rebuilt. Clips are deterministic (no random
+crops), and the tokenizer and LAM are in eval mode, so the cached ids are the ones the stage would
+compute itself. Validation still reads video: its rollout metrics need the pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch.utils.data import DataLoader, Dataset
+
+from genie.data import VideoClips, VideoDataModule, video_to_float
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+META_FILE = "meta.json"
+
+
+def weights_digest(*models: torch.nn.Module) -> str:
+    """A hash of the models' weights and buffers (what decides the ids they produce)."""
+    digest = hashlib.sha256()
+    for model in models:
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(clips: VideoClips, tokenizer: torch.nn.Module, lam: torch.nn.Module, precision: str) -> dict:
+    """Everything the cached arrays depend on, as plain data (compared as a whole)."""
+    videos = []
+    for video in clips.videos:
+        stat = video.path.stat()
+        videos.append([str(video.path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return {
+        "version": CACHE_VERSION,
+        "weights": weights_digest(tokenizer, lam),
+        "precision": precision,
+        "seq_len": clips.seq_len,
+        "resolution": clips.resolution,
+        "frame_stride": clips.frame_stride,
+        "clips": hashlib.sha256(json.dumps(clips.clips).encode()).hexdigest(),
+        "videos": hashlib.sha256(json.dumps(videos).encode()).hexdigest(),
+    }
+
+
+def read_meta(cache_dir: Path) -> dict | None:
+    try:
+        return json.loads((cache_dir / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _autocast(device: torch.device, precision: str):
+    if device.type == "cuda" and precision.startswith("bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cuda" and precision.startswith("16"):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, device: torch.device,
+                      precision: str = "32-true", batch_size: int = 32, num_workers: int = 2,
+                      progress: bool = True) -> Path:
+    """Encode every clip of `clips` with the frozen models and write the cache to `cache_dir` (atomically)."""
+    from tqdm import tqdm
+
+    cache_dir = Path(cache_dir)
+    key = cache_key(clips, tokenizer, lam, precision)
+    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    num_codes, grid = tokenizer.num_codes, tokenizer.grid
+    id_dtype = np.uint16 if num_codes <= 2**16 else np.int32
+    n, t = len(clips), clips.seq_len
+    ids_out = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=id_dtype, shape=(n, t, grid * grid))
+    actions_out = np.lib.format.open_memmap(tmp / "actions.npy", mode="w+", dtype=np.uint8, shape=(n, t - 1))
+    tokenizer, lam = tokenizer.to(device).eval(), lam.to(device).eval()
+    loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    start, row = time.perf_counter(), 0
+    with tqdm(total=n, desc="token cache", unit="clip", disable=None if progress else True) as bar:
+        for batch in loader:
+            video = video_to_float(batch["video"].to(device, non_blocking=True))  # (B, T, 3, H, W)
+            with _autocast(device, precision):
+                ids = rearrange(tokenizer.encode(video), "b t h w -> b t (h w)")
+                actions = lam.infer_actions(video)
+            b = ids.shape[0]
+            ids_out[row:row + b] = ids.cpu().numpy().astype(id_dtype)
+            actions_out[row:row + b] = actions.cpu().numpy().astype(np.uint8)
+            row += b
+            bar.update(b)
+    ids_out.flush()
+    actions_out.flush()
+    del ids_out, actions_out
+    seconds = time.perf_counter() - start
+    meta = {**key, "num_clips": n, "tokens_per_frame": grid * grid, "num_codes": num_codes,
+            "build_seconds": round(seconds, 2), "device": str(device)}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    if cache_dir.exists():
+        shutil.rmtree(cache_dir)
+    os.replace(tmp, cache_dir)
+    log.warning("token cache: %d clips encoded in %.1f s on %s -> %s", n, seconds, device, cache_dir)
+    return cache_dir
+
+
+def ensure_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, device: torch.device,
+                       precision: str = "32-true", batch_size: int = 32, num_workers: int = 2,
+                       progress: bool = True, wait_seconds: float = 4 * 3600) -> Path:
+    """The cache for these clips and models: reused when its key matches, else built.
+
+    Under a multi-process launch only local rank 0 builds; the other ranks wait for its meta.json.
+    """
+    cache_dir = Path(cache_dir)
+    key = cache_key(clips, tokenizer, lam, precision)
+
+    def matches() -> bool:
+        meta = read_meta(cache_dir)
+        return meta is not None and all(meta.get(k) == v for k, v in key.items())
+
+    if matches():
+        return cache_dir
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        deadline = time.monotonic() + wait_seconds
+        while not matches():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{cache_dir}: local rank 0 did not finish the token cache in {wait_seconds:.0f} s")
+            time.sleep(2)
+        return cache_dir
+    return build_token_cache(clips, tokenizer, lam, cache_dir, device, precision, batch_size, num_workers, progress)
+
+
+class TokenClips(Dataset):
+    """The cached clips: item n is what the dynamics stage would compute from VideoClips item n."""
+
+    def __init__(self, cache_dir: str | Path):
+        cache_dir = Path(cache_dir)
+        self.ids = np.load(cache_dir / "ids.npy", mmap_mode="r")
+        self.actions = np.load(cache_dir / "actions.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            "ids": torch.from_numpy(self.ids[index].astype(np.int64)),  # (T, S)
+            "latent_actions": torch.from_numpy(self.actions[index].astype(np.int64)),  # (T-1,)
+        }
+
+
+class TokenDataModule(VideoDataModule):
+    """Training batches from the token cache, validation batches from video (as VideoDataModule)."""
+
+    def __init__(self, cfg, cache_dir: str | Path):
+        super().__init__(cfg)
+        self.cache_dir = Path(cache_dir)
+        self.train_tokens: TokenClips | None = None
+
+    def build_cache(self, tokenizer, lam, device: torch.device, precision: str, progress: bool = True) -> Path:
+        """Encode the training clips (or reuse a matching cache); call before training starts."""
+        super().setup()
+        return ensure_token_cache(self.train_set, tokenizer, lam, self.cache_dir, device, precision,
+                                  batch_size=2 * self.cfg.batch_size, num_workers=self.cfg.num_workers, progress=progress)
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if self.train_tokens is None:
+            self.train_tokens = TokenClips(self.cache_dir)
+            if len(self.train_tokens) != len(self.train_set):
+                raise RuntimeError(f"{self.cache_dir}: {len(self.train_tokens)} cached clips for {len(self.train_set)} "
+                                   f"training clips; delete the folder to rebuild it")
+
+    def train_dataloader(self) -> DataLoader:
+        # the same clip order as video training; reading a few kB of ids per clip needs no worker processes
+        return DataLoader(self.train_tokens, batch_size=self.cfg.batch_size, sampler=self.train_sampler(),
+                          num_workers=0, pin_memory=torch.cuda.is_available())
