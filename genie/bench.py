@@ -13,6 +13,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 from einops import rearrange
 
@@ -61,15 +62,21 @@ def count_flops(fn) -> int:
 
 
 def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int, seq_len: int, resolution: int,
-                     device: torch.device, dtype, steps: int = 10, warmup: int = 3, peak_tflops: float | None = None) -> dict:
-    """Frames per second of forward + backward + AdamW on random clips, and the model FLOP rate."""
+                     device: torch.device, dtype, steps: int = 10, warmup: int = 3, peak_tflops: float | None = None,
+                     compile: bool = False) -> dict:
+    """Frames per second of forward + backward + AdamW on random clips, and the model FLOP rate.
+
+    The timed loop has no host syncs: the device is synchronised once before and once after it.
+    """
     model = model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda" or None)
+    run_loss = torch.compile(loss_fn) if compile else loss_fn  # traces through the model; the first calls compile
     video = torch.rand(batch_size, seq_len, 3, resolution, resolution, device=device)
 
-    def forward_backward():
+    def forward_backward(fn=run_loss):
         with _autocast(device, dtype):
-            loss = loss_fn(model, video)
+            loss = fn(model, video)
         loss.backward()
 
     def step():
@@ -85,23 +92,30 @@ def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int
         step()
     _sync(device)
     seconds = (time.perf_counter() - start) / steps
-    flops = count_flops(forward_backward)
+    flops = count_flops(lambda: forward_backward(loss_fn))  # counted on the eager model
     optimizer.zero_grad(set_to_none=True)
     model.eval()
-    row = {"stage": name, "params": _params(model), "batch_size": batch_size, "seq_len": seq_len,
+    row = {"stage": name, "params": sum(p.numel() for p in trainable), "batch_size": batch_size, "seq_len": seq_len,
            "step_ms": round(seconds * 1000, 2), "train_frames_per_s": round(batch_size * seq_len / seconds, 1),
-           "gflops_per_step": round(flops / 1e9, 2), "model_tflops_per_s": round(flops / seconds / 1e12, 4)}
+           "gflops_per_step": round(flops / 1e9, 2), "model_tflops_per_s": round(flops / seconds / 1e12, 4),
+           "compiled": compile}
     if peak_tflops:
         row["mfu"] = round(flops / seconds / 1e12 / peak_tflops, 4)
     return row
 
 
-def bench_play(world: WorldModel, batch_size: int, frames: int = 16) -> dict:
-    """play_fps and play_latency_ms: reset from a 1-frame prompt, then `frames` single steps."""
+def bench_play(world: WorldModel, batch_size: int, frames: int | None = None, warmup: int | None = None) -> dict:
+    """play_fps and play_latency_ms: reset from a 1-frame prompt, run past the first fill of the context
+    window (and, compiled, past the compiles), then time `frames` single steps: two full window cycles
+    by default, so the re-encodes of a sliding context are counted as often as they happen in play."""
     device = world.device
+    window = world.dynamics.cfg.max_frames
+    frames = frames or 2 * max(world.slide, 8)
+    warmup = window if warmup is None else warmup
     prompt = torch.randint(0, 255, (batch_size, 1, world.resolution, world.resolution, 3), dtype=torch.uint8).numpy()
     world.reset(prompt, seed=0)
-    world.step([0] * batch_size)  # warm-up
+    for i in range(warmup):
+        world.step([i % world.num_actions] * batch_size)
     _sync(device)
     latencies = []
     for i in range(frames):
@@ -109,9 +123,12 @@ def bench_play(world: WorldModel, batch_size: int, frames: int = 16) -> dict:
         world.step([i % world.num_actions] * batch_size)
         _sync(device)
         latencies.append(time.perf_counter() - start)
-    mean = sum(latencies) / len(latencies)
-    return {"batch_size": batch_size, "maskgit_steps": world.steps, "play_latency_ms": round(mean * 1000, 2),
-            "play_fps": round(batch_size / mean, 2)}
+    ms = np.array(latencies) * 1000
+    return {"batch_size": batch_size, "maskgit_steps": world.steps, "window": window, "slide": world.slide,
+            "frames_timed": frames, "play_latency_ms": round(float(ms.mean()), 2),
+            "play_latency_p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "play_latency_max_ms": round(float(ms.max()), 2),
+            "play_fps": round(batch_size / float(ms.mean()) * 1000, 2)}
 
 
 def bench_decode(data_dir: str | Path, seq_len: int, resolution: int, batch_size: int = 16, workers: int = 2, batches: int = 20) -> dict:
@@ -138,13 +155,23 @@ def bench_decode(data_dir: str | Path, seq_len: int, resolution: int, batch_size
 H100_BF16_TFLOPS = 788.0
 
 
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """"auto" = bf16 autocast on CUDA, fp32 on the CPU; None means fp32 (no autocast)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if name not in ("fp32", "bf16"):
+        raise ValueError(f"--dtype must be auto, fp32 or bf16, got {name!r}")
+    return torch.bfloat16 if name == "bf16" else None
+
+
 def run_bench(config: str | Path | None, model: str | Path | None, data: str | Path | None, device: torch.device,
-              train_batch: int = 8, play_batches=(1, 8), peak_tflops: float | None = None) -> dict:
-    dtype = torch.bfloat16 if device.type == "cuda" else None
+              train_batch: int = 8, play_batches=(1, 8), peak_tflops: float | None = None, dtype_name: str = "auto",
+              compile: bool = False, steps: int | None = None, slide: int | None = None, stages=None) -> dict:
+    dtype = resolve_dtype(dtype_name, device)
     if peak_tflops is None and device.type == "cuda":
         peak_tflops = H100_BF16_TFLOPS
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-                    "dtype": "bf16-autocast" if dtype else "fp32", "torch": torch.__version__}
+                    "dtype": "bf16-autocast" if dtype else "fp32", "torch": torch.__version__, "compiled": compile}
     if model:
         world = WorldModel.load(model, device=device)
         tokenizer, lam, dynamics = world.tokenizer, world.lam, world.dynamics
@@ -172,22 +199,54 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
         fixed_actions = torch.randint(0, dynamics.cfg.num_actions, (train_batch, seq_len - 1), device=device)
 
     def dynamics_loss(m, video):
-        return m.loss(fixed_ids, fixed_actions)[0]  # tokens precomputed: the dynamics model alone
+        return m.loss(fixed_ids, fixed_actions)[0]  # tokens from the token cache: the dynamics model alone
 
-    stages = [("tokenizer", tokenizer, tokenizer_loss), ("lam", lam, lam_loss), ("dynamics", dynamics, dynamics_loss)]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    result["train"] = [bench_train_step(n, m, f, train_batch, seq_len, resolution, device, dtype, peak_tflops=peak_tflops)
-                       for n, m, f in stages]
+    lam.to(device)
+
+    def dynamics_encode_loss(m, video):
+        # the dynamics stage without the token cache: the frozen tokenizer and LAM encode every batch
+        with torch.no_grad():
+            tokenizer.eval(), lam.eval()
+            ids = rearrange(tokenizer.encode(video), "b t h w -> b t (h w)")
+            actions = lam.infer_actions(video)
+        return m.loss(ids, actions)[0]
+
+    all_stages = {"tokenizer": (tokenizer, tokenizer_loss), "lam": (lam, lam_loss), "dynamics": (dynamics, dynamics_loss),
+                  "dynamics+encode": (dynamics, dynamics_encode_loss)}
+    result["train"] = []
+    for name in stages or all_stages:
+        if name not in all_stages:
+            raise ValueError(f"unknown stage {name!r} (choose from {', '.join(all_stages)})")
+        module, loss_fn = all_stages[name]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        row = bench_train_step(name, module, loss_fn, train_batch, seq_len, resolution, device, dtype,
+                               peak_tflops=peak_tflops, compile=compile and name != "dynamics+encode")
+        if device.type == "cuda":
+            row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        result["train"].append(row)
     if peak_tflops:
         result["peak_tflops"] = peak_tflops
     world = world.to(device).eval()
+    if steps:
+        world.steps = steps
+    if slide:
+        world.slide = slide
+    if compile:
+        world.compile_sampling()
     with _autocast(device, dtype):
-        result["play"] = [bench_play(world, b) for b in play_batches]
+        result["play"] = []
+        for b in play_batches:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            row = bench_play(world, b)
+            if device.type == "cuda":
+                row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+            result["play"].append(row)
     if data:
         result["data"] = bench_decode(data, seq_len, resolution)
     if device.type == "cuda":
-        result["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        result["peak_memory_mb"] = max(row["peak_memory_mb"] for row in result["train"] + result["play"])
     else:
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
@@ -195,7 +254,11 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
 
 def bench_command(args) -> None:
     device = resolve_device(args.device)
-    result = run_bench(args.config, args.model, args.data, device, train_batch=args.batch_size, peak_tflops=args.peak_tflops)
+    stages = [s for s in args.stages.split(",") if s] if args.stages else None
+    play_batches = tuple(int(b) for b in args.play_batches.split(",") if b)
+    result = run_bench(args.config, args.model, args.data, device, train_batch=args.batch_size, play_batches=play_batches,
+                       peak_tflops=args.peak_tflops, dtype_name=args.dtype, compile=args.compile, steps=args.steps,
+                       slide=args.slide, stages=stages)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -204,7 +267,9 @@ def bench_command(args) -> None:
         print(f"train {row['stage']:10s} {row['params'] / 1e6:7.2f}M params  {row['train_frames_per_s']:10.1f} frames/s  "
               f"{row['model_tflops_per_s'] * 1000:9.1f} GFLOP/s{mfu}")
     for row in result["play"]:
-        print(f"play  batch {row['batch_size']:3d}  {row['play_fps']:8.2f} frames/s  {row['play_latency_ms']:8.2f} ms/frame")
+        print(f"play  batch {row['batch_size']:3d}  {row['play_fps']:8.2f} frames/s  {row['play_latency_ms']:8.2f} ms/step "
+              f"(p50 {row['play_latency_p50_ms']:.2f}, max {row['play_latency_max_ms']:.2f}; {row['maskgit_steps']} MaskGIT steps, "
+              f"window {row['window']}, slide {row['slide']})")
     if "data" in result:
         print(f"data  decode {result['data']['decode_frames_per_s']:.1f} frames/s")
     print(f"{result['device']}, {result['dtype']}; written to {out}")

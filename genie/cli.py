@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("--out", required=True, help=".mp4 or .gif")
     roll.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle)")
     roll.add_argument("--temperature", type=float, default=None)
+    roll.add_argument("--slide", type=int, default=None,
+                      help="frames dropped when the context window is full (default from the bundle: half the window; 1 = longest context, slowest)")
     roll.add_argument("--seed", type=int, default=0)
     roll.add_argument("--scale", type=int, default=4, help="upscale factor for the written video")
     roll.add_argument("--device", default="auto")
@@ -156,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--port", type=int, default=8765)
     play.add_argument("--device", default="auto")
     play.add_argument("--no-browser", action="store_true")
+    play.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle; fewer is faster)")
+    play.add_argument("--temperature", type=float, default=None)
+    play.add_argument("--slide", type=int, default=None, help="frames dropped when the context window is full (default: half the window)")
+    play.add_argument("--compile", action="store_true", help="torch.compile the per-frame step (CUDA graphs on a GPU); slow first frames")
     play.set_defaults(func=_cmd_play)
 
     bench = sub.add_parser("bench", help="throughput and latency benchmarks, JSON out")
@@ -165,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench.json")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--batch-size", type=int, default=8, help="clips per training step")
+    bench.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the training steps and the play step (CUDA graphs on a GPU)")
+    bench.add_argument("--steps", type=int, default=None, help="MaskGIT steps per generated frame (default: the model's)")
+    bench.add_argument("--slide", type=int, default=None, help="frames dropped when the play context window is full (default: half the window)")
+    bench.add_argument("--stages", default=None, help="comma-separated training rows (default all: tokenizer,lam,dynamics,dynamics+encode)")
+    bench.add_argument("--play-batches", default="1,8", help="comma-separated batch sizes for the play figures")
     bench.add_argument("--peak-tflops", type=float, default=None,
                        help="device peak for MFU (default on CUDA: 788, the bf16 matmul rate measured on an H100)")
     bench.set_defaults(func=_cmd_bench)

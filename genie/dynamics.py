@@ -52,6 +52,7 @@ class DynamicsModel(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.num_codes)
         nn.init.trunc_normal_(self.token_embed.weight, std=0.02)
         nn.init.trunc_normal_(self.action_embed.weight, std=0.02)
+        self._compiled_pass = None  # set by compile_sampling()
 
     def embed(self, ids: torch.Tensor, prev_actions: torch.Tensor, t0: int = 0) -> torch.Tensor:
         """ids (B, T, S) (mask_id allowed) and the action that led to each frame (B, T) (-1 = none) -> (B, T, S, D)."""
@@ -80,10 +81,15 @@ class DynamicsModel(nn.Module):
     def loss(self, ids: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MaskGIT loss: cross-entropy on masked tokens of every frame; returns (loss, stats)."""
         mask = self.random_mask(ids)
-        logits = self(torch.where(mask, torch.full_like(ids, self.mask_id), ids), actions)
-        loss = F.cross_entropy(logits[mask].float(), ids[mask])
+        logits = self(torch.where(mask, torch.full_like(ids, self.mask_id), ids), actions)  # (B, T, S, V)
+        # a mean over the masked tokens, not logits[mask]: boolean indexing sizes its output from the data,
+        # a device-to-host read that stalls every training step
+        weight = mask.float()
+        num_masked = weight.sum().clamp(min=1)
+        per_token = F.cross_entropy(logits.flatten(0, 2).float(), ids.flatten(), reduction="none").view_as(ids)  # (B, T, S)
+        loss = (per_token * weight).sum() / num_masked
         with torch.no_grad():
-            acc = (logits[mask].argmax(-1) == ids[mask]).float().mean()
+            acc = ((logits.argmax(-1) == ids).float() * weight).sum() / num_masked
         return loss, {"masked_acc": acc}
 
     # ------------------------------------------------------------------------------------ sampling
@@ -115,10 +121,10 @@ class DynamicsModel(nn.Module):
         device = action.device
         ids = torch.full((b, 1, s), self.mask_id, dtype=torch.long, device=device)
         prev = action.view(b, 1)
+        frame_pass = self._compiled_pass or self.frame_pass
         for step in range(steps):
             masked = ids == self.mask_id  # (B, 1, S)
-            h, _ = self.transformer.step(self.embed(ids, prev, t0=t_index), cache)
-            logits = self.head(h).float()  # (B, 1, S, V)
+            logits, _ = frame_pass(self.embed(ids, prev, t0=t_index), cache)  # (B, 1, S, V)
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
                 sampled = torch.multinomial(rearrange(probs, "b t s v -> (b t s) v"), 1, generator=generator).view(b, 1, s)
@@ -135,5 +141,22 @@ class DynamicsModel(nn.Module):
             if keep_masked > 0:
                 lowest = confidence.topk(keep_masked, dim=-1, largest=False).indices
                 ids = ids.scatter(-1, lowest, self.mask_id)
-        _, new_kv = self.transformer.step(self.embed(ids, prev, t0=t_index), cache)
+        _, new_kv = frame_pass(self.embed(ids, prev, t0=t_index), cache)
+        if self._compiled_pass is not None:
+            # a CUDA-graph replay reuses its output memory: keep a copy of what goes into the cache
+            new_kv = [(k.clone(), v.clone()) for k, v in new_kv]
         return ids[:, 0], new_kv
+
+    def frame_pass(self, x: torch.Tensor, cache: list) -> tuple[torch.Tensor, list]:
+        """One new frame's embedded tokens x (B, 1, S, D) against the past frames' cache -> (float logits
+        (B, 1, S, V), the frame's per-block kv). The per-frame work of sampling; `compile_sampling` compiles it."""
+        h, new_kv = self.transformer.step(x, cache)
+        return self.head(h).float(), new_kv
+
+    def compile_sampling(self, mode: str | None = None) -> None:
+        """torch.compile the per-frame pass of sampling (default mode: CUDA graphs on a GPU, fused kernels on
+        a CPU). The cache grows by a frame per step, so the compiled pass takes dynamic cache lengths; the
+        first frames are slow while it compiles."""
+        if mode is None:
+            mode = "reduce-overhead" if next(self.parameters()).is_cuda else "default"
+        self._compiled_pass = torch.compile(self.frame_pass, mode=mode, dynamic=None)

@@ -40,6 +40,13 @@ def codebook_stats(ids: torch.Tensor, num_codes: int) -> dict[str, float]:
     return code_count_stats(torch.bincount(ids.flatten().long().cpu(), minlength=num_codes))
 
 
+def code_perplexity(ids: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """exp entropy of the code frequencies in `ids`, as a tensor on their device (no host read)."""
+    counts = torch.zeros(num_codes, device=ids.device).index_add_(0, ids.flatten().long(), torch.ones(ids.numel(), device=ids.device))
+    p = counts / counts.sum().clamp(min=1)
+    return torch.exp(-torch.xlogy(p, p).sum())
+
+
 def code_count_stats(counts: torch.Tensor) -> dict[str, float]:
     """`codebook_stats` from per-code counts (num_codes,), e.g. accumulated over a validation epoch."""
     counts = counts.detach().float().cpu()

@@ -316,6 +316,13 @@ def make_server(world: WorldModel, prompt: np.ndarray | None = None, host: str =
 
 def play_command(args) -> None:
     world = WorldModel.load(args.model, device=resolve_device(args.device))
+    try:
+        world.set_sampling(args.steps, args.temperature, args.slide)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if args.compile:
+        print("compiling the per-frame step: the first frames take a while")
+        world.compile_sampling()
     prompt = None
     if args.prompt:
         # the first frames of a video: the world keeps at most max_frames - 1 of them as context

@@ -37,6 +37,10 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, code_dim), dim=-1))
         self.register_buffer("usage", torch.full((num_codes,), 1.0 / num_codes))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        # a host-side copy of `calls`, so deciding whether to restart needs no device read every step;
+        # read from the buffer once after construction or a load
+        self._host_calls: int | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_host_calls", None))
 
     def codes(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)
@@ -59,12 +63,16 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _track_and_restart(self, flat: torch.Tensor, ids: torch.Tensor, codes: torch.Tensor) -> None:
-        counts = torch.bincount(ids, minlength=self.num_codes).float()
+        # index_add_, not bincount: bincount sizes its output from the largest id, a device-to-host read
+        counts = torch.zeros(self.num_codes, device=ids.device).index_add_(0, ids, torch.ones_like(ids, dtype=torch.float))
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
         self.usage.mul_(self.usage_decay).add_(counts / counts.sum().clamp(min=1), alpha=1 - self.usage_decay)
+        if self._host_calls is None:
+            self._host_calls = int(self.calls)
         self.calls += 1
-        if self.restart_every <= 0 or int(self.calls) % self.restart_every:
+        self._host_calls += 1
+        if self.restart_every <= 0 or self._host_calls % self.restart_every:
             return
         dead = self.usage < self.dead_fraction / self.num_codes
         num_dead = int(dead.sum())

@@ -63,10 +63,10 @@ def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
 
 def rollout_command(args) -> None:
     world = WorldModel.load(args.model, device=resolve_device(args.device))
-    if args.steps:
-        world.steps = args.steps
-    if args.temperature is not None:
-        world.temperature = args.temperature
+    try:
+        world.set_sampling(args.steps, args.temperature, args.slide)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     clip = read_frames(args.prompt, resolution=world.resolution)
     if args.compare:
         if len(clip) < args.prompt_frames + 1:

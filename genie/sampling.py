@@ -2,7 +2,10 @@
 with a cache of the past frames' keys/values so each new frame costs one frame of transformer work.
 
 When the context outgrows the model's `max_frames`, the oldest frames are dropped and the cache is
-rebuilt from the remaining window (positions are absolute, so the window is re-encoded).
+rebuilt from the remaining window (positions are absolute, so the window is re-encoded). `slide` sets
+how many frames go at once: 1 keeps the longest context but re-encodes the window at every step once it
+is full (about max_frames frames of work a step); dropping more re-encodes once every `slide` steps, for
+a context that varies between max_frames - slide and max_frames - 1 frames.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ def generate(
 class RolloutState:
     """The growing context of one batched rollout: ids, actions and the dynamics model's kv cache."""
 
-    def __init__(self, dynamics: DynamicsModel, context_ids: torch.Tensor, context_actions: torch.Tensor):
+    def __init__(self, dynamics: DynamicsModel, context_ids: torch.Tensor, context_actions: torch.Tensor, slide: int = 1):
         self.dynamics = dynamics
         self.window = dynamics.cfg.max_frames
+        if not 1 <= slide < max(2, self.window):
+            raise ValueError(f"slide must be in 1..{max(1, self.window - 1)} (the model's max_frames is {self.window}), got {slide}")
+        self.slide = slide
         self.ids = context_ids[:, -(self.window - 1):]  # (B, T, S)
         self.actions = context_actions[:, context_actions.shape[1] - (self.ids.shape[1] - 1):]  # (B, T-1)
         self.cache = dynamics.prefill(self.ids, self.actions)
@@ -46,9 +52,10 @@ class RolloutState:
     def step(self, action: torch.Tensor, steps=None, temperature=None, generator=None) -> torch.Tensor:
         """Generate the next frame after `action` (B,); returns its ids (B, S) and keeps it in the context."""
         if self.ids.shape[1] >= self.window:
-            # slide the window: keep the last window-1 frames and re-encode them from position 0
-            self.ids = self.ids[:, -(self.window - 1):]
-            self.actions = self.actions[:, -(self.window - 2):] if self.window > 2 else self.actions[:, :0]
+            # slide the window: keep the last window-slide frames and re-encode them from position 0
+            keep = max(1, self.window - self.slide)
+            self.ids = self.ids[:, -keep:]
+            self.actions = self.actions[:, self.actions.shape[1] - (keep - 1):]
             self.cache = self.dynamics.prefill(self.ids, self.actions)
         t_index = self.ids.shape[1]
         new_ids, new_kv = self.dynamics.sample_next(self.cache, t_index, action, steps, temperature, generator)

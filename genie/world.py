@@ -37,13 +37,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def default_slide(max_frames: int) -> int:
+    return max(1, max_frames // 2)
+
+
 def is_bundle(obj) -> bool:
     return isinstance(obj, dict) and obj.get("format") == BUNDLE_FORMAT
 
 
 class WorldModel(nn.Module):
     def __init__(self, tokenizer: nn.Module, lam: nn.Module, dynamics: DynamicsModel, prompt: np.ndarray | None = None,
-                 steps: int | None = None, temperature: float | None = None):
+                 steps: int | None = None, temperature: float | None = None, slide: int | None = None):
         super().__init__()
         self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
         self.resolution = tokenizer.cfg.resolution
@@ -51,6 +55,9 @@ class WorldModel(nn.Module):
         self.prompt = prompt
         self.steps = steps or dynamics.cfg.maskgit_steps
         self.temperature = dynamics.cfg.temperature if temperature is None else temperature
+        # frames dropped when the context window is full (genie/sampling.py): half the window re-encodes the
+        # context once every max_frames/2 frames instead of at every frame (docs/benchmarks.md)
+        self.slide = slide or default_slide(dynamics.cfg.max_frames)
         self.generator: torch.Generator | None = None
         self.state: RolloutState | None = None
         self.eval()
@@ -61,7 +68,7 @@ class WorldModel(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         bundle = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
-                  "sampling": {"steps": self.steps, "temperature": self.temperature}}
+                  "sampling": {"steps": self.steps, "temperature": self.temperature, "slide": self.slide}}
         for name in ("tokenizer", "lam", "dynamics"):
             model = getattr(self, name)
             bundle[name] = {"config": dataclasses.asdict(model.cfg),
@@ -92,6 +99,28 @@ class WorldModel(nn.Module):
         prompt = bundle["prompt"].numpy() if "prompt" in bundle else None
         world = cls(**models, prompt=prompt, **bundle.get("sampling", {}))
         return world.to(resolve_device(device))
+
+    def set_sampling(self, steps: int | None = None, temperature: float | None = None, slide: int | None = None) -> "WorldModel":
+        """Change the sampling settings that are given (None keeps the current one); checked here, not mid-rollout."""
+        if steps is not None:
+            if steps < 1:
+                raise ValueError(f"MaskGIT steps must be at least 1, got {steps}")
+            self.steps = steps
+        if temperature is not None:
+            if temperature < 0:
+                raise ValueError(f"temperature must be >= 0, got {temperature}")
+            self.temperature = temperature
+        if slide is not None:
+            window = self.dynamics.cfg.max_frames
+            if not 1 <= slide < max(2, window):
+                raise ValueError(f"slide must be in 1..{max(1, window - 1)} for this model (its context window is {window} frames), got {slide}")
+            self.slide = slide
+        return self
+
+    def compile_sampling(self, mode: str | None = None) -> "WorldModel":
+        """Compile the dynamics model's per-frame sampling pass (CUDA graphs on a GPU); see DynamicsModel.compile_sampling."""
+        self.dynamics.compile_sampling(mode)
+        return self
 
     # ------------------------------------------------------------------------------- environment
 
@@ -129,7 +158,7 @@ class WorldModel(nn.Module):
             prompt = self.prompt
         video = self.to_float(prompt)[:, -(self.dynamics.cfg.max_frames - 1):]
         ids, actions = self.encode(video)
-        self.state = RolloutState(self.dynamics, ids, actions)
+        self.state = RolloutState(self.dynamics, ids, actions, slide=self.slide)
         self.generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         return self.decode_last().numpy()
 

@@ -27,13 +27,44 @@ def test_bench_writes_train_play_and_decode_figures(sprite_data, tmp_path, capsy
                  "--out", str(out), "--device", "cpu", "--batch-size", "2"]) == 0
     result = json.loads(out.read_text())
     assert result["device"].startswith("cpu") and result["dtype"] == "fp32"
-    assert [row["stage"] for row in result["train"]] == ["tokenizer", "lam", "dynamics"]
+    assert [row["stage"] for row in result["train"]] == ["tokenizer", "lam", "dynamics", "dynamics+encode"]
     for row in result["train"]:
         assert row["train_frames_per_s"] > 0 and row["gflops_per_step"] > 0 and row["params"] > 0
+    dynamics, encode = result["train"][2:]
+    # without the token cache the frozen encoders' forward passes are extra work in every step
+    assert encode["gflops_per_step"] > dynamics["gflops_per_step"] and encode["params"] == dynamics["params"]
     assert [row["batch_size"] for row in result["play"]] == [1, 8]
     for row in result["play"]:
         assert row["play_fps"] > 0 and row["play_latency_ms"] > 0
+        assert row["play_latency_p50_ms"] <= row["play_latency_max_ms"] and row["slide"] == row["window"] // 2
         # per generated frame: a batch of 8 frames takes 8 / play_fps seconds per step
         assert abs(row["play_fps"] * row["play_latency_ms"] / 1000 - row["batch_size"]) < 0.05 * row["batch_size"]
     assert result["data"]["decode_frames_per_s"] > 0
     assert "frames/s" in capsys.readouterr().out
+
+
+def test_training_losses_never_read_back_from_the_device():
+    # On the meta device tensors have shapes but no values: any op that needs to read a value on the host
+    # (boolean-mask indexing, bincount, .item(), int(tensor)) raises. On a GPU each of those would stall
+    # every training step until the device catches up.
+    from genie.dynamics import DynamicsConfig, DynamicsModel
+    from genie.lam import LAMConfig, LatentActionModel
+    from genie.metrics import code_perplexity
+    from genie.tokenizer import TokenizerConfig, VideoTokenizer
+
+    video = torch.rand(2, 4, 3, 32, 32)
+    tokenizer = VideoTokenizer(TokenizerConfig(resolution=32, patch=4, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
+                                               num_heads=2, num_codes=64, code_dim=8)).train()
+    lam = LatentActionModel(LAMConfig(resolution=32, patch=8, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
+                                      num_heads=2, num_actions=8, code_dim=8)).train()
+    for model in (tokenizer, lam):
+        model(video)  # the quantiser reads its step counter from the device once, after construction or a load
+        model.to("meta")
+        recon, ids, vq_loss = model(video.to("meta"))
+        (recon.float().mean() + vq_loss).backward()
+        assert code_perplexity(ids, 8).shape == ()
+    dynamics = DynamicsModel(DynamicsConfig(num_codes=64, grid=8, num_actions=8, max_frames=4, dim=32, depth=1, num_heads=2))
+    dynamics.to("meta").train()
+    loss, stats = dynamics.loss(torch.zeros(2, 4, 64, dtype=torch.long, device="meta"), torch.zeros(2, 3, dtype=torch.long, device="meta"))
+    loss.backward()
+    assert loss.shape == () and stats["masked_acc"].shape == ()

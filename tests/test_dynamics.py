@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from genie.dynamics import DynamicsConfig, DynamicsModel
@@ -64,3 +65,67 @@ def test_rollout_state_keeps_window():
         state.step(torch.tensor([1]), steps=2)
         assert state.ids.shape[1] <= model.cfg.max_frames
         assert state.actions.shape[1] == state.ids.shape[1] - 1
+
+
+def test_full_window_slides_by_the_chosen_number_of_frames():
+    model = tiny_dynamics()  # max_frames 6
+    for slide, expected_lengths in ((1, [6, 6, 6, 6]), (3, [4, 5, 6, 4])):
+        state = RolloutState(model, torch.randint(0, 32, (1, 5, 16)), torch.randint(0, 5, (1, 4)), slide=slide)
+        state.step(torch.tensor([0]), steps=2)  # the window is now full (6 frames)
+        lengths = []
+        for _ in range(4):
+            state.step(torch.tensor([1]), steps=2)
+            lengths.append(state.ids.shape[1])
+            assert state.actions.shape[1] == state.ids.shape[1] - 1
+        assert lengths == expected_lengths
+
+
+def test_a_slide_re_encodes_the_kept_frames_exactly():
+    # after the window slides, the next frame is what a fresh rollout from the kept frames would make
+    model = tiny_dynamics()
+    ids, actions = torch.randint(0, 32, (2, 6, 16)), torch.randint(0, 5, (2, 5))
+    state = RolloutState(model, ids[:, :5], actions[:, :4], slide=3)
+    state.step(actions[:, 4], steps=3, temperature=0.0)  # fills the window
+    kept_ids, kept_actions = state.ids[:, -3:].clone(), state.actions[:, -2:].clone()
+    after_slide = state.step(torch.tensor([2, 3]), steps=3, temperature=0.0)
+    fresh = RolloutState(model, kept_ids, kept_actions).step(torch.tensor([2, 3]), steps=3, temperature=0.0)
+    assert torch.equal(after_slide, fresh)
+
+
+def test_sliding_by_half_the_window_re_encodes_less_often():
+    model = tiny_dynamics()
+    calls = {"prefill": 0}
+    prefill = model.prefill
+
+    def counting_prefill(*args):
+        calls["prefill"] += 1
+        return prefill(*args)
+
+    model.prefill = counting_prefill
+    counts = {}
+    for slide in (1, 3):
+        calls["prefill"] = 0
+        state = RolloutState(model, torch.randint(0, 32, (1, 1, 16)), torch.zeros(1, 0, dtype=torch.long), slide=slide)
+        for _ in range(17):
+            state.step(torch.tensor([1]), steps=1)
+        counts[slide] = calls["prefill"]
+    assert counts == {1: 1 + 12, 3: 1 + 4}  # the reset, then one re-encode per `slide` frames once full
+
+
+def test_slide_outside_the_window_is_refused():
+    model = tiny_dynamics()
+    with pytest.raises(ValueError, match="slide must be in 1..5"):
+        RolloutState(model, torch.randint(0, 32, (1, 1, 16)), torch.zeros(1, 0, dtype=torch.long), slide=6)
+
+
+def test_compiled_sampling_makes_the_same_frames_as_eager():
+    model = tiny_dynamics()
+    context, context_actions = torch.randint(0, 32, (2, 2, 16)), torch.randint(0, 5, (2, 1))
+    actions = torch.randint(0, 5, (2, 5))
+
+    def run():
+        return generate(model, context, context_actions, actions, steps=2, temperature=1.0, generator=torch.Generator().manual_seed(0))
+
+    eager = run()
+    model.compile_sampling()
+    assert torch.equal(run(), eager)

@@ -107,6 +107,23 @@ def test_rollout_refuses_invalid_action_ids(bundle, sprite_data, tmp_path, capsy
     assert not (tmp_path / "x.gif").exists()
 
 
+def test_rollout_refuses_a_slide_outside_the_context_window(bundle, sprite_data, tmp_path, capsys):
+    prompt = sorted(sprite_data.glob("*.mp4"))[0]
+    code = main(["rollout", "--model", str(bundle), "--prompt", str(prompt), "--random", "3", "--slide", "8",
+                 "--out", str(tmp_path / "x.gif")])
+    assert code == 2
+    assert "slide must be in 1..7" in capsys.readouterr().err
+    assert not (tmp_path / "x.gif").exists()
+
+
+def test_dynamics_trained_from_the_token_cache_with_the_clip_length_as_window(bundle):
+    meta = json.loads((bundle.parent / "dynamics" / "token_cache" / "meta.json").read_text())
+    assert meta["num_clips"] > 50 and meta["seq_len"] == 8
+    world = WorldModel.load(bundle)
+    # time positions beyond the 8-frame training clips would be untrained; play slides half the window
+    assert world.dynamics.cfg.max_frames == 8 and world.slide == 4
+
+
 def test_quickstart_notebook_runs_top_to_bottom(bundle, sprite_data, tmp_path):
     import nbformat
     from nbclient import NotebookClient

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data import VideoDataModule, float_to_video, video_to_float
 from genie.lam import LAMConfig, LatentActionModel
-from genie.metrics import codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr
+from genie.metrics import code_perplexity, codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr
 from genie.train import SampleLogger, configure_adamw
 
 
@@ -61,7 +61,7 @@ class Task(L.LightningModule):
         pred, ids, vq_loss = self.model(video)
         recon = F.mse_loss(pred, video[:, 1:])
         loss = recon + vq_loss
-        batch_perplexity = codebook_stats(ids, self.cfg.model.num_actions)["codebook_perplexity"]
+        batch_perplexity = code_perplexity(ids, self.cfg.model.num_actions)  # on the device: no host read per step
         self.log_dict({"train/loss": loss, "train/recon_mse": recon, "train/vq_loss": vq_loss,
                        "train/codebook_perplexity": batch_perplexity}, prog_bar=False)
         return loss
