@@ -334,7 +334,8 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.train_sampler())
+        sampler = self.train_sampler()  # sets up the clips first
+        return self._loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
