@@ -118,8 +118,14 @@ def shift_within_patch(video: torch.Tensor, patch: int) -> torch.Tensor:
     Without it a patch embedding sees a 2-pixel move differently at each offset within the patch grid,
     and the codes came to mean (action, offset) pairs: a held action alternated between two codes.
     """
-    shifts = torch.randint(0, patch, (video.shape[0], 2)).tolist()
-    return torch.stack([torch.roll(clip, (dy, dx), dims=(-2, -1)) for clip, (dy, dx) in zip(video, shifts)])
+    b, t, c, h, w = video.shape
+    # drawn on the CPU generator (as the tests' seeds expect), used as tensors: no per-clip Python values,
+    # so torch.compile does not specialise (and recompile) on them
+    shifts = torch.randint(0, patch, (b, 2)).to(video.device)
+    rows = (torch.arange(h, device=video.device)[None] - shifts[:, :1]) % h  # (B, H): torch.roll's source rows
+    cols = (torch.arange(w, device=video.device)[None] - shifts[:, 1:]) % w  # (B, W)
+    video = video.gather(-2, rows[:, None, None, :, None].expand(b, t, c, h, w))
+    return video.gather(-1, cols[:, None, None, None, :].expand(b, t, c, h, w))
 
 
 def load_lam(path: str | Path) -> LatentActionModel:

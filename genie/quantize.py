@@ -61,6 +61,9 @@ class VectorQuantizer(nn.Module):
             self._track_and_restart(flat.detach(), ids, codes.detach())
         return z + (quantised - z).detach(), ids.view(z.shape[:-1]), loss
 
+    # eager under torch.compile: the host-side counter changes every step, and compiled code would be
+    # specialised on its value and recompiled at every step
+    @torch.compiler.disable
     @torch.no_grad()
     def _track_and_restart(self, flat: torch.Tensor, ids: torch.Tensor, codes: torch.Tensor) -> None:
         # index_add_, not bincount: bincount sizes its output from the largest id, a device-to-host read

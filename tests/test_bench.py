@@ -68,3 +68,35 @@ def test_training_losses_never_read_back_from_the_device():
     loss, stats = dynamics.loss(torch.zeros(2, 4, 64, dtype=torch.long, device="meta"), torch.zeros(2, 3, dtype=torch.long, device="meta"))
     loss.backward()
     assert loss.shape == () and stats["masked_acc"].shape == ()
+
+
+def test_compiled_training_losses_compile_once_not_every_step():
+    # torch.compile specialises on Python values it reads; a counter that changes every step (as the
+    # quantiser's restart schedule does) must stay outside the compiled graph or every step recompiles
+    import torch._dynamo
+
+    from genie.dynamics import DynamicsConfig, DynamicsModel
+    from genie.lam import LAMConfig, LatentActionModel
+    from genie.tokenizer import TokenizerConfig, VideoTokenizer
+
+    video = torch.rand(2, 4, 3, 32, 32)
+    tokenizer = VideoTokenizer(TokenizerConfig(resolution=32, patch=4, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
+                                               num_heads=2, num_codes=64, code_dim=8, restart_every=5)).train()
+    lam = LatentActionModel(LAMConfig(resolution=32, patch=8, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
+                                      num_heads=2, num_actions=8, code_dim=8)).train()
+    dynamics = DynamicsModel(DynamicsConfig(num_codes=64, grid=8, num_actions=8, max_frames=4, dim=32, depth=1, num_heads=2)).train()
+    ids, actions = torch.randint(0, 64, (2, 4, 64)), torch.randint(0, 8, (2, 3))
+    losses = {
+        "tokenizer": lambda: (lambda r: (r[0] - video).pow(2).mean() + r[2])(tokenizer(video)),
+        "lam": lambda: (lambda r: (r[0] - video[:, 1:]).pow(2).mean() + r[2])(lam(video)),
+        "dynamics": lambda: dynamics.loss(ids, actions)[0],
+    }
+    for name, loss_fn in losses.items():
+        torch._dynamo.reset()
+        step = torch.compile(loss_fn, backend="eager")  # dynamo's tracing and guards, without code generation
+        for _ in range(2):
+            step().backward()
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(12):  # past two dead-code restart points of the tokenizer's quantiser
+                step().backward()
+    assert int(tokenizer.quantizer.calls) == 14

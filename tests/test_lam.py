@@ -194,3 +194,14 @@ def test_encoder_and_decoder_shapes():
     assert z_q.shape == z.shape == (3, 4, 32) and ids.shape == (3, 4) and vq_loss.ndim == 0
     pred, ids, _ = model(video)
     assert pred.shape == (3, 4, 3, 16, 16) and model.infer_actions(video).dtype == torch.long
+
+
+def test_shift_within_patch_rolls_each_clip_by_its_own_offset():
+    from genie.lam import shift_within_patch
+
+    video = torch.rand(6, 3, 3, 16, 16)
+    shifted = shift_within_patch(video, patch=4)
+    for clip, out in zip(video, shifted):
+        # some roll of 0..3 pixels on each axis, the same for every frame and channel of the clip
+        matches = [(dy, dx) for dy in range(4) for dx in range(4) if torch.equal(torch.roll(clip, (dy, dx), dims=(-2, -1)), out)]
+        assert len(matches) == 1
