@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from genie.config import ConfigError
 from genie.world import WorldModel, resolve_device
 
 
@@ -166,10 +167,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
 
 def run_bench(config: str | Path | None, model: str | Path | None, data: str | Path | None, device: torch.device,
               train_batch: int = 8, play_batches=(1, 8), peak_tflops: float | None = None, dtype_name: str = "auto",
-              compile: bool = False, steps: int | None = None, slide: int | None = None, stages=None) -> dict:
+              compile: bool = False, steps: int | None = None, slide: int | None = None, stages=None,
+              on_row=None) -> dict:
+    """All figures as one dict; `on_row(result, kind, row)` is called as each row finishes (kind: train, play, data)."""
     dtype = resolve_dtype(dtype_name, device)
-    if peak_tflops is None and device.type == "cuda":
-        peak_tflops = H100_BF16_TFLOPS
+    if peak_tflops is None and device.type == "cuda" and dtype == torch.bfloat16:
+        peak_tflops = H100_BF16_TFLOPS  # a bf16 peak: no MFU is reported for fp32 unless --peak-tflops is given
+    on_row = on_row or (lambda result, kind, row: None)
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
                     "dtype": "bf16-autocast" if dtype else "fp32", "torch": torch.__version__, "compiled": compile}
     if model:
@@ -225,13 +229,11 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
         if device.type == "cuda":
             row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         result["train"].append(row)
-    if peak_tflops:
-        result["peak_tflops"] = peak_tflops
+        if peak_tflops:
+            result["peak_tflops"] = peak_tflops
+        on_row(result, "train", row)
     world = world.to(device).eval()
-    if steps:
-        world.steps = steps
-    if slide:
-        world.slide = slide
+    world.set_sampling(steps=steps, slide=slide)
     if compile:
         world.compile_sampling()
     with _autocast(device, dtype):
@@ -243,8 +245,10 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
             if device.type == "cuda":
                 row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
             result["play"].append(row)
+            on_row(result, "play", row)
     if data:
         result["data"] = bench_decode(data, seq_len, resolution)
+        on_row(result, "data", result["data"])
     if device.type == "cuda":
         result["peak_memory_mb"] = max(row["peak_memory_mb"] for row in result["train"] + result["play"])
     else:
@@ -256,20 +260,28 @@ def bench_command(args) -> None:
     device = resolve_device(args.device)
     stages = [s for s in args.stages.split(",") if s] if args.stages else None
     play_batches = tuple(int(b) for b in args.play_batches.split(",") if b)
-    result = run_bench(args.config, args.model, args.data, device, train_batch=args.batch_size, play_batches=play_batches,
-                       peak_tflops=args.peak_tflops, dtype_name=args.dtype, compile=args.compile, steps=args.steps,
-                       slide=args.slide, stages=stages)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    def report(result: dict, kind: str, row: dict) -> None:
+        # each row is printed and the JSON rewritten as soon as it is measured: a run cut short keeps what it has
+        if kind == "train":
+            mfu = f"  MFU {row['mfu']:.1%}" if "mfu" in row else ""
+            print(f"train {row['stage']:15s} {row['params'] / 1e6:7.2f}M params  {row['train_frames_per_s']:10.1f} frames/s  "
+                  f"{row['model_tflops_per_s'] * 1000:9.1f} GFLOP/s{mfu}", flush=True)
+        elif kind == "play":
+            print(f"play  batch {row['batch_size']:3d}  {row['play_fps']:8.2f} frames/s  {row['play_latency_ms']:8.2f} ms/step "
+                  f"(p50 {row['play_latency_p50_ms']:.2f}, max {row['play_latency_max_ms']:.2f}; {row['maskgit_steps']} MaskGIT steps, "
+                  f"window {row['window']}, slide {row['slide']})", flush=True)
+        else:
+            print(f"data  decode {row['decode_frames_per_s']:.1f} frames/s", flush=True)
+        out.write_text(json.dumps(result, indent=2))
+
+    try:
+        result = run_bench(args.config, args.model, args.data, device, train_batch=args.batch_size, play_batches=play_batches,
+                           peak_tflops=args.peak_tflops, dtype_name=args.dtype, compile=args.compile, steps=args.steps,
+                           slide=args.slide, stages=stages, on_row=report)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     out.write_text(json.dumps(result, indent=2))
-    for row in result["train"]:
-        mfu = f"  MFU {row['mfu']:.1%}" if "mfu" in row else ""
-        print(f"train {row['stage']:10s} {row['params'] / 1e6:7.2f}M params  {row['train_frames_per_s']:10.1f} frames/s  "
-              f"{row['model_tflops_per_s'] * 1000:9.1f} GFLOP/s{mfu}")
-    for row in result["play"]:
-        print(f"play  batch {row['batch_size']:3d}  {row['play_fps']:8.2f} frames/s  {row['play_latency_ms']:8.2f} ms/step "
-              f"(p50 {row['play_latency_p50_ms']:.2f}, max {row['play_latency_max_ms']:.2f}; {row['maskgit_steps']} MaskGIT steps, "
-              f"window {row['window']}, slide {row['slide']})")
-    if "data" in result:
-        print(f"data  decode {result['data']['decode_frames_per_s']:.1f} frames/s")
     print(f"{result['device']}, {result['dtype']}; written to {out}")

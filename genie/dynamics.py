@@ -82,14 +82,13 @@ class DynamicsModel(nn.Module):
         """MaskGIT loss: cross-entropy on masked tokens of every frame; returns (loss, stats)."""
         mask = self.random_mask(ids)
         logits = self(torch.where(mask, torch.full_like(ids, self.mask_id), ids), actions)  # (B, T, S, V)
-        # a mean over the masked tokens, not logits[mask]: boolean indexing sizes its output from the data,
-        # a device-to-host read that stalls every training step
-        weight = mask.float()
-        num_masked = weight.sum().clamp(min=1)
-        per_token = F.cross_entropy(logits.flatten(0, 2).float(), ids.flatten(), reduction="none").view_as(ids)  # (B, T, S)
-        loss = (per_token * weight).sum() / num_masked
+        # unmasked tokens are ignored by target, not dropped with logits[mask]: boolean indexing sizes its
+        # output from the data, a device-to-host read that stalls every training step
+        num_masked = mask.sum().clamp(min=1)
+        targets = torch.where(mask, ids, torch.full_like(ids, -100))
+        loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=-100, reduction="sum") / num_masked
         with torch.no_grad():
-            acc = ((logits.argmax(-1) == ids).float() * weight).sum() / num_masked
+            acc = ((logits.argmax(-1) == ids) & mask).sum() / num_masked
         return loss, {"masked_acc": acc}
 
     # ------------------------------------------------------------------------------------ sampling

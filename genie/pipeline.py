@@ -67,10 +67,10 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
 
 def train_all(config_path: str | Path, overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the three stages in order and write the bundle; returns its path."""
-    from genie.train import train_stage
+    from genie.train import is_launch_rank_zero, train_stage
 
     pipeline, configs = stage_configs(config_path, overrides)
-    if overwrite and Path(pipeline.run_dir).exists():
+    if overwrite and Path(pipeline.run_dir).exists() and is_launch_rank_zero():
         import shutil
 
         shutil.rmtree(pipeline.run_dir)

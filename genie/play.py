@@ -22,6 +22,7 @@ import threading
 import time
 import webbrowser
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,7 +57,9 @@ class PlaySession:
 
     def __init__(self, world: WorldModel, prompt: np.ndarray, max_kept: int = MAX_KEPT_FRAMES):
         self.world, self.prompt = world, prompt  # prompt: uint8 (T, H, W, 3)
-        self.model_lock = threading.Lock()
+        # every model call runs on this one thread, in order: it serialises the model, and CUDA graphs
+        # (`--compile` on a GPU) keep per-thread state that request threads would each record anew
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genie-model")
         self.changed = threading.Condition()  # guards everything below
         self.frames: deque[np.ndarray] = deque(maxlen=max_kept)  # uint8 (R, R, 3) each
         self.session = 0  # +1 on every reset, so pages can tell a new session from the next frame
@@ -65,17 +68,21 @@ class PlaySession:
         self.closed = False
 
     def reset(self, seed: int | None = None) -> dict:
-        with self.model_lock:
+        def run() -> dict:
             start = time.perf_counter()
             frame = self.world.reset(self.prompt, seed=seed)[0]
             return self._publish(frame, None, time.perf_counter() - start, new_session=True)
 
+        return self.model_thread.submit(run).result()
+
     def step(self, action: int) -> dict:
         """One latent action; raises ActionError for an id outside 0..num_actions-1."""
-        with self.model_lock:
+        def run() -> dict:
             start = time.perf_counter()
             frame = self.world.step([action])[0]
             return self._publish(frame, action, time.perf_counter() - start)
+
+        return self.model_thread.submit(run).result()
 
     def _publish(self, frame: np.ndarray, action: int | None, seconds: float, new_session: bool = False) -> dict:
         png = encode_png(frame)
@@ -114,6 +121,7 @@ class PlaySession:
         with self.changed:
             self.closed = True
             self.changed.notify_all()
+        self.model_thread.shutdown(wait=False)
 
 
 class RequestError(Exception):

@@ -40,7 +40,10 @@ class VectorQuantizer(nn.Module):
         # a host-side copy of `calls`, so deciding whether to restart needs no device read every step;
         # read from the buffer once after construction or a load
         self._host_calls: int | None = None
-        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_host_calls", None))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_calls = None  # re-read `calls` from the loaded buffer at the next training step
 
     def codes(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)

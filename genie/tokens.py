@@ -5,7 +5,7 @@ them for every batch decodes video and runs two frozen models each step; instead
 is encoded once and the results are read back from memory-mapped arrays in `<run_dir>/token_cache/`:
 
     ids.npy      (N, T, S) uint16 (int32 above 65536 codes): tokenizer ids of clip n
-    actions.npy  (N, T-1) uint8: latent action of each transition
+    actions.npy  (N, T-1) uint8 (int32 above 256 actions): latent action of each transition
     meta.json    what the cache was built from; written last, so a killed build is never mistaken for a
                  finished one
 
@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -74,6 +75,11 @@ def read_meta(cache_dir: Path) -> dict | None:
         return None
 
 
+def _matches(cache_dir: Path, key: dict) -> bool:
+    meta = read_meta(cache_dir)
+    return meta is not None and all(meta.get(k) == v for k, v in key.items())
+
+
 def _autocast(device: torch.device, precision: str):
     if device.type == "cuda" and precision.startswith("bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -91,14 +97,15 @@ def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, 
 
     cache_dir = Path(cache_dir)
     key = cache_key(clips, tokenizer, lam, precision)
-    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{os.getpid()}")
+    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     num_codes, grid = tokenizer.num_codes, tokenizer.grid
     id_dtype = np.uint16 if num_codes <= 2**16 else np.int32
+    action_dtype = np.uint8 if lam.cfg.num_actions <= 2**8 else np.int32
     n, t = len(clips), clips.seq_len
     ids_out = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=id_dtype, shape=(n, t, grid * grid))
-    actions_out = np.lib.format.open_memmap(tmp / "actions.npy", mode="w+", dtype=np.uint8, shape=(n, t - 1))
+    actions_out = np.lib.format.open_memmap(tmp / "actions.npy", mode="w+", dtype=action_dtype, shape=(n, t - 1))
     tokenizer, lam = tokenizer.to(device).eval(), lam.to(device).eval()
     loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     start, row = time.perf_counter(), 0
@@ -110,7 +117,7 @@ def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, 
                 actions = lam.infer_actions(video)
             b = ids.shape[0]
             ids_out[row:row + b] = ids.cpu().numpy().astype(id_dtype)
-            actions_out[row:row + b] = actions.cpu().numpy().astype(np.uint8)
+            actions_out[row:row + b] = actions.cpu().numpy().astype(action_dtype)
             row += b
             bar.update(b)
     ids_out.flush()
@@ -120,9 +127,15 @@ def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, 
     meta = {**key, "num_clips": n, "tokens_per_frame": grid * grid, "num_codes": num_codes,
             "build_seconds": round(seconds, 2), "device": str(device)}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    if cache_dir.exists():
-        shutil.rmtree(cache_dir)
-    os.replace(tmp, cache_dir)
+    # several builders (one per node on a shared file system) may finish at once: the first one in wins
+    if not _matches(cache_dir, key):
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        try:
+            os.replace(tmp, cache_dir)
+        except OSError:
+            if not _matches(cache_dir, key):
+                raise
+    shutil.rmtree(tmp, ignore_errors=True)
     log.warning("token cache: %d clips encoded in %.1f s on %s -> %s", n, seconds, device, cache_dir)
     return cache_dir
 
@@ -136,16 +149,11 @@ def ensure_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path,
     """
     cache_dir = Path(cache_dir)
     key = cache_key(clips, tokenizer, lam, precision)
-
-    def matches() -> bool:
-        meta = read_meta(cache_dir)
-        return meta is not None and all(meta.get(k) == v for k, v in key.items())
-
-    if matches():
+    if _matches(cache_dir, key):
         return cache_dir
     if int(os.environ.get("LOCAL_RANK", "0")) != 0:
         deadline = time.monotonic() + wait_seconds
-        while not matches():
+        while not _matches(cache_dir, key):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{cache_dir}: local rank 0 did not finish the token cache in {wait_seconds:.0f} s")
             time.sleep(2)
@@ -194,6 +202,7 @@ class TokenDataModule(VideoDataModule):
                                    f"training clips; delete the folder to rebuild it")
 
     def train_dataloader(self) -> DataLoader:
+        sampler = self.train_sampler()  # sets up the clips and the cache first
         # the same clip order as video training; reading a few kB of ids per clip needs no worker processes
-        return DataLoader(self.train_tokens, batch_size=self.cfg.batch_size, sampler=self.train_sampler(),
+        return DataLoader(self.train_tokens, batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=0, pin_memory=torch.cuda.is_available())

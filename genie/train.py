@@ -36,13 +36,21 @@ class RunError(RuntimeError):
 # ---------------------------------------------------------------------------------------------- runs
 
 
+def is_launch_rank_zero() -> bool:
+    """True in the process that started the run: a multi-process launch (Lightning's own, which re-runs the
+    command for ranks >= 1, or torchrun) sets RANK or LOCAL_RANK/NODE_RANK in the other processes."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) == 0
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
 def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -> Path | None:
     """Create or reuse `run_dir` and save the resolved config; returns the checkpoint to resume from."""
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     saved = run_dir / "config.yaml"
     new = to_dict(config)
-    if run_dir.exists() and overwrite:
+    if run_dir.exists() and overwrite and is_launch_rank_zero():  # the other ranks must not delete what rank 0 made
         shutil.rmtree(run_dir)
     elif last.is_file() and saved.is_file():
         old = yaml.safe_load(saved.read_text()) or {}

@@ -118,14 +118,21 @@ def test_slide_outside_the_window_is_refused():
         RolloutState(model, torch.randint(0, 32, (1, 1, 16)), torch.zeros(1, 0, dtype=torch.long), slide=6)
 
 
-def test_compiled_sampling_makes_the_same_frames_as_eager():
+def test_compiled_sampling_pass_matches_eager_as_the_cache_grows():
     model = tiny_dynamics()
-    context, context_actions = torch.randint(0, 32, (2, 2, 16)), torch.randint(0, 5, (2, 1))
-    actions = torch.randint(0, 5, (2, 5))
-
-    def run():
-        return generate(model, context, context_actions, actions, steps=2, temperature=1.0, generator=torch.Generator().manual_seed(0))
-
-    eager = run()
-    model.compile_sampling()
-    assert torch.equal(run(), eager)
+    ids, actions = torch.randint(0, 32, (2, 6, 16)), torch.randint(0, 5, (2, 5))
+    with torch.no_grad():
+        eager = []
+        for t in range(1, 5):  # caches of 1..4 frames: the compiled pass must take every length
+            cache = model.prefill(ids[:, :t], actions[:, : t - 1])
+            eager.append(model.frame_pass(model.embed(ids[:, t : t + 1], actions[:, t - 1 : t], t0=t), cache)[0])
+        model.compile_sampling()
+        for t in range(1, 5):
+            cache = model.prefill(ids[:, :t], actions[:, : t - 1])
+            compiled, kv = model._compiled_pass(model.embed(ids[:, t : t + 1], actions[:, t - 1 : t], t0=t), cache)
+            torch.testing.assert_close(compiled, eager[t - 1], atol=1e-4, rtol=1e-4)
+            assert len(kv) == model.cfg.depth
+        # and a whole compiled rollout, through the window's slides
+        new = generate(model, ids[:, :2], actions[:, :1], torch.randint(0, 5, (2, 7)), steps=2, temperature=1.0,
+                       generator=torch.Generator().manual_seed(0))
+    assert new.shape == (2, 7, 16) and int(new.min()) >= 0 and int(new.max()) < 32

@@ -173,7 +173,8 @@ def test_server_from_a_saved_bundle_and_an_image_prompt(tmp_path):
 
 def test_play_without_any_prompt_is_a_clear_error(tmp_path):
     path = tiny_world(prompt=None).save(tmp_path / "w.pt")
-    args = argparse.Namespace(model=str(path), prompt=None, host="127.0.0.1", port=0, device="cpu", no_browser=True)
+    args = argparse.Namespace(model=str(path), prompt=None, host="127.0.0.1", port=0, device="cpu", no_browser=True,
+                              steps=None, temperature=None, slide=None, compile=False)
     with pytest.raises(ConfigError, match="--prompt"):
         play_command(args)
 
