@@ -308,5 +308,7 @@ def train_stage(task_cls: type, cfg: Any, overwrite: bool = False, progress: boo
         log.warning("%s already trained to %d steps: %s", task_cls.stage, cfg.train.max_steps, resume)
         return Path(cfg.run_dir)
     datamodule = task_cls.make_datamodule(cfg)
+    # seeded before the model is built: its initial weights are part of the run (fit seeds again for training)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     fit(task_cls(cfg), datamodule, cfg.train, cfg.run_dir, resume, name=task_cls.stage, progress=progress)
     return Path(cfg.run_dir)

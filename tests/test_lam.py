@@ -22,10 +22,13 @@ from genie.train import RunError, train_stage
 from genie.video import read_video, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
-# measured on 12 sprite episodes with this budget (seeds 0 and 1, docs/lam.md): action_nmi 0.70 / 0.65,
-# action_probe_acc 0.98 / 1.00, 5 / 6 codes used, lam_delta_psnr 2.9 / 2.6 dB; random codes score NMI 0.07 on this many transitions
-NMI_BAR = 0.55
-PROBE_BAR = 0.85
+# measured on 12 sprite episodes with this budget (docs/lam.md): over train.seed 0-3, action_nmi 0.565-0.695,
+# action_probe_acc 0.89-0.98, 4-5 of 8 codes used; over 7 earlier runs whose initial weights were not seeded
+# (the same spread of draws), action_nmi 0.52-0.70, action_probe_acc 0.83-1.00, 4-6 codes. Random codes score
+# NMI 0.07 on this many transitions. The bars sit below every draw: another CPU's rounding gives another draw.
+NMI_BAR = 0.45
+PROBE_BAR = 0.75
+CODES_BAR = 4 / 8  # 5 true actions: at most one pair of them shares a code
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def episode(sprite_data) -> Path:
 def test_lam_recovers_sprite_actions(lam_metrics):
     assert lam_metrics["action_nmi"] >= NMI_BAR, lam_metrics
     assert lam_metrics["action_probe_acc"] >= PROBE_BAR, lam_metrics
-    assert lam_metrics["codebook_usage"] >= 5 / 8, lam_metrics  # at least one code per true action
+    assert lam_metrics["codebook_usage"] >= CODES_BAR, lam_metrics
     assert lam_metrics["lam_delta_psnr"] > 1.5, lam_metrics  # the decoder relies on the codes
 
 
