@@ -196,16 +196,17 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
         pred, _, vq = m(video)
         return (pred.float() - video[:, 1:]).pow(2).mean() + vq
 
-    with torch.no_grad():
-        probe = torch.rand(train_batch, seq_len, 3, resolution, resolution, device=device)
-        tokenizer.to(device).eval()
-        fixed_ids = rearrange(tokenizer.encode(probe), "b t h w -> b t (h w)")
-        fixed_actions = torch.randint(0, dynamics.cfg.num_actions, (train_batch, seq_len - 1), device=device)
+    if stages is None or "dynamics" in stages:  # token ids as the token cache feeds them, encoded once
+        with torch.no_grad():
+            probe = torch.rand(train_batch, seq_len, 3, resolution, resolution, device=device)
+            tokenizer.to(device).eval()
+            fixed_ids = rearrange(tokenizer.encode(probe), "b t h w -> b t (h w)")
+            fixed_actions = torch.randint(0, dynamics.cfg.num_actions, (train_batch, seq_len - 1), device=device)
 
     def dynamics_loss(m, video):
-        return m.loss(fixed_ids, fixed_actions)[0]  # tokens from the token cache: the dynamics model alone
+        return m.loss(fixed_ids, fixed_actions)[0]  # the dynamics model alone
 
-    lam.to(device)
+    tokenizer.to(device), lam.to(device)
 
     def dynamics_encode_loss(m, video):
         # the dynamics stage without the token cache: the frozen tokenizer and LAM encode every batch
@@ -218,7 +219,7 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
     all_stages = {"tokenizer": (tokenizer, tokenizer_loss), "lam": (lam, lam_loss), "dynamics": (dynamics, dynamics_loss),
                   "dynamics+encode": (dynamics, dynamics_encode_loss)}
     result["train"] = []
-    for name in stages or all_stages:
+    for name in all_stages if stages is None else stages:
         if name not in all_stages:
             raise ValueError(f"unknown stage {name!r} (choose from {', '.join(all_stages)})")
         module, loss_fn = all_stages[name]
@@ -258,7 +259,7 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
 
 def bench_command(args) -> None:
     device = resolve_device(args.device)
-    stages = [s for s in args.stages.split(",") if s] if args.stages else None
+    stages = None if args.stages is None else [] if args.stages == "none" else [s for s in args.stages.split(",") if s]
     play_batches = tuple(int(b) for b in args.play_batches.split(",") if b)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle; fewer is faster)")
     play.add_argument("--temperature", type=float, default=None)
     play.add_argument("--slide", type=int, default=None, help="frames dropped when the context window is full (default: half the window)")
-    play.add_argument("--compile", action="store_true", help="torch.compile the per-frame step (CUDA graphs on a GPU); slow first frames")
+    play.add_argument("--compile", action="store_true", help="torch.compile the per-frame passes of the dynamics model and the decoder (CUDA graphs on a GPU); slow first frames")
     play.set_defaults(func=_cmd_play)
 
     bench = sub.add_parser("bench", help="throughput and latency benchmarks, JSON out")
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", action="store_true", help="torch.compile the training steps and the play step (CUDA graphs on a GPU)")
     bench.add_argument("--steps", type=int, default=None, help="MaskGIT steps per generated frame (default: the model's)")
     bench.add_argument("--slide", type=int, default=None, help="frames dropped when the play context window is full (default: half the window)")
-    bench.add_argument("--stages", default=None, help="comma-separated training rows (default all: tokenizer,lam,dynamics,dynamics+encode)")
+    bench.add_argument("--stages", default=None, help="comma-separated training rows (default all: tokenizer,lam,dynamics,dynamics+encode; none: play only)")
     bench.add_argument("--play-batches", default="1,8", help="comma-separated batch sizes for the play figures")
     bench.add_argument("--peak-tflops", type=float, default=None,
                        help="device peak for MFU (default on CUDA: 788, the bf16 matmul rate measured on an H100)")

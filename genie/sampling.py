@@ -13,7 +13,15 @@ from __future__ import annotations
 import torch
 
 from genie.blocks import STTransformer
+from genie.config import ConfigError
 from genie.dynamics import DynamicsModel
+
+
+def check_slide(slide: int, window: int) -> int:
+    """`slide` if it is a number of frames a full context window of `window` frames can drop, else a ConfigError."""
+    if not 1 <= slide < max(2, window):
+        raise ConfigError(f"slide must be in 1..{max(1, window - 1)} for this model (its context window is {window} frames), got {slide}")
+    return slide
 
 
 @torch.no_grad()
@@ -41,9 +49,7 @@ class RolloutState:
     def __init__(self, dynamics: DynamicsModel, context_ids: torch.Tensor, context_actions: torch.Tensor, slide: int = 1):
         self.dynamics = dynamics
         self.window = dynamics.cfg.max_frames
-        if not 1 <= slide < max(2, self.window):
-            raise ValueError(f"slide must be in 1..{max(1, self.window - 1)} (the model's max_frames is {self.window}), got {slide}")
-        self.slide = slide
+        self.slide = check_slide(slide, self.window)
         self.ids = context_ids[:, -(self.window - 1):]  # (B, T, S)
         self.actions = context_actions[:, context_actions.shape[1] - (self.ids.shape[1] - 1):]  # (B, T-1)
         self.cache = dynamics.prefill(self.ids, self.actions)

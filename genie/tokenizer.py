@@ -66,6 +66,7 @@ class VideoTokenizer(nn.Module):
         self.dec_pos_time = nn.Parameter(torch.randn(1, cfg.max_frames, 1, cfg.dim) * 0.02)
         self.decoder = STTransformer(st(cfg.dec_depth))
         self.to_pixels = nn.Linear(cfg.dim, cfg.patch * cfg.patch * 3)
+        self._compiled_decode = None  # set by compile_decoding()
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -77,12 +78,17 @@ class VideoTokenizer(nn.Module):
         z = self.to_code(self.encoder(self.patch_embed(video)))
         return self.quantizer(z)
 
+    def _decoder_input(self, latents: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        """Quantised latents (B, T, S, code_dim) of the frames at time positions t0.. -> decoder tokens (B, T, S, D)."""
+        return self.from_code(latents) + self.dec_pos_space + self.dec_pos_time[:, t0 : t0 + latents.shape[1]]
+
+    def _to_video(self, h: torch.Tensor) -> torch.Tensor:
+        """Decoder output (B, T, S, D) -> video (B, T, 3, H, W), unclamped."""
+        return unpatchify(self.to_pixels(h), self.cfg.patch, self.grid)
+
     def _decode_window(self, latents: torch.Tensor) -> torch.Tensor:
         """Quantised latents (B, T<=max_frames, S, code_dim) -> video (B, T, 3, H, W), unclamped."""
-        t = latents.shape[1]
-        x = self.from_code(latents) + self.dec_pos_space + self.dec_pos_time[:, :t]
-        patches = self.to_pixels(self.decoder(x))  # (B, T, S, p*p*3)
-        return unpatchify(patches, self.cfg.patch, self.grid)
+        return self._to_video(self.decoder(self._decoder_input(latents)))
 
     def _sliding(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Apply the causal per-window `fn` along time (axis 1) to any number of frames."""
@@ -115,12 +121,70 @@ class VideoTokenizer(nn.Module):
         latents = self.quantizer.lookup(ids.flatten(-2))  # (B, T, S, code_dim)
         return self._sliding(latents, self._decode_window).clamp(0, 1)
 
+    def decode_pass(self, x: torch.Tensor, cache: list | None) -> tuple[torch.Tensor, list]:
+        """One new frame's decoder tokens x (B, 1, S, D) against the past frames' decoder cache -> (float video
+        (B, 1, 3, H, W) unclamped, the frame's per-block kv). The per-frame work of DecodeStream; `compile_decoding`
+        compiles it."""
+        h, new_kv = self.decoder.step(x, cache)
+        return self._to_video(h).float(), new_kv
+
+    def compile_decoding(self, mode: str | None = None) -> None:
+        """torch.compile `decode_pass` (default mode: CUDA graphs on a GPU); see DynamicsModel.compile_sampling."""
+        if mode is None:
+            mode = "reduce-overhead" if next(self.parameters()).is_cuda else "default"
+        self._compiled_decode = torch.compile(self.decode_pass, mode=mode, dynamic=None)
+
     def _check(self, video: torch.Tensor, any_length: bool = False) -> None:
         r = self.cfg.resolution
         if video.ndim != 5 or video.shape[2] != 3 or video.shape[-2:] != (r, r):
             raise ValueError(f"expected video (B, T, 3, {r}, {r}), got {tuple(video.shape)}")
         if not any_length and video.shape[1] > self.cfg.max_frames:
             raise ValueError(f"clip of {video.shape[1]} frames is longer than max_frames={self.cfg.max_frames}")
+
+
+class DecodeStream:
+    """Decode a generated video one frame at a time, as it is played.
+
+    The decoder is causal in time, so the decoder's temporal keys/values of the past frames are kept and
+    each new frame costs one frame of decoder work, where decoding the whole context window again would
+    cost up to max_frames frames (for the CoinRun model, more than the dynamics model's 8 MaskGIT passes).
+    When the window is full, the oldest `slide` frames are dropped and the rest re-encoded from time
+    position 0, as RolloutState does for the dynamics model: every frame comes out as
+    `VideoTokenizer.decode` gives the newest frame of the stream's window, which is the dynamics context
+    when the window and slide are the dynamics model's (WorldModel's choice).
+    """
+
+    @torch.no_grad()
+    def __init__(self, tokenizer: VideoTokenizer, ids: torch.Tensor, slide: int = 1, window: int | None = None):
+        """ids (B, T>=1, h, w): the frames so far; `frame` is then the newest one decoded, float (B, 3, H, W) in [0, 1].
+        `window`: at most the tokenizer's max_frames (the default); `slide` is kept below it."""
+        if ids.ndim != 4 or ids.shape[1] < 1:
+            raise ValueError(f"expected ids (B, T>=1, h, w), got {tuple(ids.shape)}")
+        self.tokenizer = tokenizer
+        self.window = min(window or tokenizer.cfg.max_frames, tokenizer.cfg.max_frames)
+        self.slide = min(max(1, slide), max(1, self.window - 1))  # a window of 1 frame keeps no past frame
+        self.ids = ids[:, -self.window :].flatten(-2)  # (B, T, S)
+        h, self.cache = tokenizer.decoder.prefill(tokenizer._decoder_input(tokenizer.quantizer.lookup(self.ids)))
+        self.frame = tokenizer._to_video(h[:, -1:])[:, 0].float().clamp(0, 1)
+
+    @torch.no_grad()
+    def push(self, ids: torch.Tensor) -> torch.Tensor:
+        """The next frame's ids (B, h, w) -> that frame decoded, float (B, 3, H, W) in [0, 1]."""
+        tok = self.tokenizer
+        if self.ids.shape[1] >= self.window:
+            keep = self.window - self.slide
+            self.ids = self.ids[:, self.ids.shape[1] - keep :]
+            self.cache = tok.decoder.prefill(tok._decoder_input(tok.quantizer.lookup(self.ids)))[1] if keep else None
+        ids = ids.flatten(-2)[:, None]  # (B, 1, S)
+        x = tok._decoder_input(tok.quantizer.lookup(ids), t0=self.ids.shape[1])
+        video, new_kv = (tok._compiled_decode or tok.decode_pass)(x, self.cache)
+        if tok._compiled_decode is not None:
+            # a CUDA-graph replay reuses its output memory: keep copies of what outlives this call
+            video, new_kv = video.clone(), [(k.clone(), v.clone()) for k, v in new_kv]
+        self.cache = STTransformer.extend(self.cache, new_kv)
+        self.ids = torch.cat([self.ids, ids], dim=1)
+        self.frame = video[:, 0].clamp(0, 1)
+        return self.frame
 
 
 def load_tokenizer(path: str | Path) -> VideoTokenizer:

@@ -144,18 +144,46 @@ class FinalCheckpoint(Callback):
 
 
 class NaNGuard(Callback):
-    """Stops training with a clear message when the loss is not finite.
+    """Stops training with a clear message when the loss is not finite, and never checkpoints after it.
 
-    Checked before backward, so no optimiser step (and no checkpoint) ever sees the bad loss: the last
-    checkpoint on disk stays good. It costs one scalar device-to-host sync per step.
+    Reading the loss on the host at every step would stall the GPU (a device-to-host sync a step), so the
+    first bad step is recorded on the device and read every `check_every` steps (when the progress bar
+    reads the loss anyway) and before every checkpoint is written: a run stops within `check_every` steps
+    of a non-finite loss, and no checkpoint holds weights it touched; the last one on disk stays good.
     """
 
+    def __init__(self, check_every: int = 10):
+        self.check_every = check_every
+        self._first_bad: torch.Tensor | None = None  # the first step whose loss was not finite, -1 while none
+
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        if not torch.isfinite(loss.detach()).all():
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), trainer.global_step, self._first_bad)
+
+    def check(self, trainer) -> None:
+        """Raise if any process has seen a non-finite loss (every process calls this at the same points)."""
+        step = -1 if self._first_bad is None else int(self._first_bad)
+        # under DDP one rank's bad loss reaches every rank's weights through the gradient all-reduce
+        if trainer.strategy.reduce_boolean_decision(step >= 0, all=False):
+            where = f"at step {step}" if step >= 0 else "in another process"
             raise FloatingPointError(
-                f"loss became {loss.item()} at step {trainer.global_step}; training stopped, the last good checkpoint "
+                f"loss became nan or inf {where}; training stopped, the last good checkpoint "
                 f"is in {Path(trainer.default_root_dir) / 'checkpoints'} (lower train.lr or raise train.warmup_steps)"
             )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.check_every == 0:
+            self.check(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.check(trainer)  # validation rollouts would sample from nan probabilities
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # before the file is written; Lightning calls this only for full checkpoints (not save_weights_only),
+        # which are the only kind this project writes
+        self.check(trainer)
 
 
 def _logger(cfg: TrainConfig, run_dir: Path, name: str):

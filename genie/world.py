@@ -21,7 +21,9 @@ from torch import nn
 
 from genie.data import float_to_video
 from genie.dynamics import DynamicsConfig, DynamicsModel
-from genie.sampling import RolloutState
+from genie.config import ConfigError
+from genie.sampling import RolloutState, check_slide
+from genie.tokenizer import DecodeStream
 
 BUNDLE_FORMAT = "genie-bundle"
 BUNDLE_VERSION = 1
@@ -60,6 +62,7 @@ class WorldModel(nn.Module):
         self.slide = slide or default_slide(dynamics.cfg.max_frames)
         self.generator: torch.Generator | None = None
         self.state: RolloutState | None = None
+        self.decoder: DecodeStream | None = None
         self.eval()
 
     # --------------------------------------------------------------------------------- save / load
@@ -101,25 +104,24 @@ class WorldModel(nn.Module):
         return world.to(resolve_device(device))
 
     def set_sampling(self, steps: int | None = None, temperature: float | None = None, slide: int | None = None) -> "WorldModel":
-        """Change the sampling settings that are given (None keeps the current one); checked here, not mid-rollout."""
-        if steps is not None:
-            if steps < 1:
-                raise ValueError(f"MaskGIT steps must be at least 1, got {steps}")
-            self.steps = steps
-        if temperature is not None:
-            if temperature < 0:
-                raise ValueError(f"temperature must be >= 0, got {temperature}")
-            self.temperature = temperature
+        """Change the sampling settings that are given (None keeps the current one); checked here, not mid-rollout
+        (a bad value is a ConfigError naming the setting)."""
+        if steps is not None and steps < 1:
+            raise ConfigError(f"MaskGIT steps must be at least 1, got {steps}")
+        if temperature is not None and temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {temperature}")
         if slide is not None:
-            window = self.dynamics.cfg.max_frames
-            if not 1 <= slide < max(2, window):
-                raise ValueError(f"slide must be in 1..{max(1, window - 1)} for this model (its context window is {window} frames), got {slide}")
-            self.slide = slide
+            check_slide(slide, self.dynamics.cfg.max_frames)
+        self.steps = steps or self.steps
+        self.temperature = self.temperature if temperature is None else temperature
+        self.slide = slide or self.slide
         return self
 
     def compile_sampling(self, mode: str | None = None) -> "WorldModel":
-        """Compile the dynamics model's per-frame sampling pass (CUDA graphs on a GPU); see DynamicsModel.compile_sampling."""
+        """Compile the per-frame passes of play, the dynamics model's sampling pass and the tokenizer's decoding pass
+        (CUDA graphs on a GPU); see DynamicsModel.compile_sampling."""
         self.dynamics.compile_sampling(mode)
+        self.tokenizer.compile_decoding(mode)
         return self
 
     # ------------------------------------------------------------------------------- environment
@@ -143,11 +145,9 @@ class WorldModel(nn.Module):
         actions = self.lam.infer_actions(video) if video.shape[1] > 1 else ids.new_zeros(ids.shape[0], 0)
         return ids, actions
 
-    def decode_last(self) -> torch.Tensor:
-        """The newest frame of the context as uint8 (B, H, W, 3)."""
-        window = self.state.ids[:, -self.tokenizer.cfg.max_frames:]
-        ids = rearrange(window, "b t (h w) -> b t h w", h=self.dynamics.cfg.grid)
-        return float_to_video(self.tokenizer.decode(ids)[:, -1:])[:, 0]
+    def grid_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (..., S) -> (..., h, w)."""
+        return ids.unflatten(-1, (self.dynamics.cfg.grid, self.dynamics.cfg.grid))
 
     @torch.no_grad()
     def reset(self, prompt=None, seed: int | None = None) -> np.ndarray:
@@ -159,8 +159,14 @@ class WorldModel(nn.Module):
         video = self.to_float(prompt)[:, -(self.dynamics.cfg.max_frames - 1):]
         ids, actions = self.encode(video)
         self.state = RolloutState(self.dynamics, ids, actions, slide=self.slide)
+        # frames are decoded as they come, with the decoder's own cache (one frame of decoder work a step)
+        # the dynamics window and slide, so each frame is the newest of the decoded context; a tokenizer with a
+        # shorter window keeps to its own (time positions past its max_frames were never trained)
+        window = min(self.tokenizer.cfg.max_frames, self.dynamics.cfg.max_frames)
+        slide = self.slide if window == self.dynamics.cfg.max_frames else default_slide(window)
+        self.decoder = DecodeStream(self.tokenizer, self.grid_ids(self.state.ids), slide=slide, window=window)
         self.generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        return self.decode_last().numpy()
+        return self.to_uint8(self.decoder.frame)
 
     @torch.no_grad()
     def step(self, action) -> np.ndarray:
@@ -175,5 +181,10 @@ class WorldModel(nn.Module):
             raise ValueError(f"expected {batch} actions (one per batch element), got {action.numel()}")
         if int(action.min()) < 0 or int(action.max()) >= self.num_actions:
             raise ActionError(f"latent action ids must be in 0..{self.num_actions - 1}, got {action.tolist()}")
-        self.state.step(action.to(self.device), self.steps, self.temperature, self.generator)
-        return self.decode_last().numpy()
+        new_ids = self.state.step(action.to(self.device), self.steps, self.temperature, self.generator)
+        return self.to_uint8(self.decoder.push(self.grid_ids(new_ids)))
+
+    @staticmethod
+    def to_uint8(frame: torch.Tensor) -> np.ndarray:
+        """float (B, 3, H, W) in [0, 1] -> uint8 (B, H, W, 3) on the host."""
+        return float_to_video(frame[:, None])[:, 0].numpy()

@@ -33,8 +33,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$LOG"
 # eager bf16: train rows at 16 clips a step (MFU against 788 TFLOP/s), play at batch 1 and 8, 8 MaskGIT steps
 run bench_eager 140 --batch-size 16 ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
-# compiled: torch.compile train steps, CUDA graphs (reduce-overhead) for the per-frame play pass
-run bench_compiled 320 --batch-size 16 --compile
+# compiled: torch.compile train steps, CUDA graphs (reduce-overhead) for the per-frame play passes (dynamics, decoder)
+run bench_compiled 300 --batch-size 16 --compile
 # 4 MaskGIT steps a frame, compiled: the speed side of the steps / quality trade
-run bench_play_steps4 90 --stages dynamics --batch-size 16 --steps 4 --compile --play-batches 1,8
+run bench_play_steps4 110 --stages dynamics --batch-size 16 --steps 4 --compile --play-batches 1,8
 ls -la "$OUT"

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from genie.cli import main
+from genie.data import float_to_video
 from genie.video import read_video
 from genie.world import WorldModel
 
@@ -77,6 +78,21 @@ def test_world_steps_are_deterministic_under_a_seed(bundle):
     first, again = play(0), play(0)
     assert first.shape == (4, 1, world.resolution, world.resolution, 3)
     np.testing.assert_array_equal(first, again)
+
+
+def test_played_frames_are_the_decoded_context(bundle):
+    # play decodes each new frame with the decoder's cache; it must match decoding the dynamics context
+    world = WorldModel.load(bundle)
+    assert world.tokenizer.cfg.max_frames == world.dynamics.cfg.max_frames == 8  # the same window and slide
+    world.reset(np.stack([world.prompt[:2]] * 2), seed=0)
+    lengths = []
+    for a in [0, 1, 2, 3, 4, 5, 6, 7] * 2:
+        frame = world.step([a, 7 - a])
+        context = world.grid_ids(world.state.ids)
+        lengths.append(context.shape[1])
+        expected = float_to_video(world.tokenizer.decode(context)[:, -1:])[:, 0].numpy()
+        assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1  # rounding to uint8 only
+    assert max(lengths) == 8 and min(lengths) < 8  # the window slid
 
 
 def test_batched_steps_match_the_batch_size(bundle):

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from genie.config import ConfigError
+from genie.data import float_to_video
 from genie.dynamics import DynamicsConfig, DynamicsModel
 from genie.lam import LAMConfig, LatentActionModel
 from genie.play import make_server, play_command
@@ -27,14 +29,25 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def tiny_world(prompt: np.ndarray | None = np.zeros((2, 16, 16, 3), np.uint8)) -> WorldModel:
+def tiny_world(prompt: np.ndarray | None = np.zeros((2, 16, 16, 3), np.uint8), tokenizer_frames: int = 4) -> WorldModel:
     """An untrained 16x16 world with 4 latent actions: random weights, real code paths."""
-    tokenizer = VideoTokenizer(TokenizerConfig(resolution=16, patch=4, max_frames=4, dim=32, enc_depth=1, dec_depth=1,
-                                               num_heads=2, num_codes=16, code_dim=8))
+    tokenizer = VideoTokenizer(TokenizerConfig(resolution=16, patch=4, max_frames=tokenizer_frames, dim=32, enc_depth=1,
+                                               dec_depth=2, num_heads=2, num_codes=16, code_dim=8))
     lam = LatentActionModel(LAMConfig(resolution=16, patch=4, max_frames=4, dim=32, enc_depth=1, dec_depth=1,
                                       num_heads=2, num_actions=4, code_dim=8))
     dynamics = DynamicsModel(DynamicsConfig(num_codes=16, grid=4, num_actions=4, max_frames=4, dim=32, depth=1, num_heads=2))
     return WorldModel(tokenizer, lam, dynamics, prompt=prompt)
+
+
+def test_a_tokenizer_with_a_shorter_window_decodes_the_newest_context_frames_within_it():
+    world = tiny_world(tokenizer_frames=2)  # the dynamics model's window is 4 frames
+    world.reset(np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8), seed=0)
+    for i in range(10):
+        frame = world.step([i % 4])
+        shown = world.decoder.ids.shape[1]
+        assert 1 <= shown <= 2 and torch.equal(world.decoder.ids, world.state.ids[:, -shown:])
+        expected = float_to_video(world.tokenizer.decode(world.grid_ids(world.decoder.ids))[:, -1:])[:, 0].numpy()
+        assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1
 
 
 @pytest.fixture

@@ -151,8 +151,10 @@ class _Diverging(L.LightningModule):
     def __init__(self):
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(1))
+        self.steps_run = 0
 
     def training_step(self, batch, batch_idx):
+        self.steps_run += 1
         loss = (self.w * batch[0]).pow(2).mean()
         return loss * float("nan") if self.global_step >= 3 else loss
 
@@ -173,6 +175,17 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     good = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert good["global_step"] <= 3
     assert torch.isfinite(good["state_dict"]["w"]).all()
+
+
+def test_nan_loss_stops_training_within_ten_steps_between_checkpoints(tmp_path):
+    # the guard reads the device every 10 steps, not every step (no host sync a step)
+    module = _Diverging()
+    cfg = TrainConfig(max_steps=100, ckpt_every_steps=1000, ckpt_every_minutes=0, logger="none", val_every_steps=1000,
+                      accelerator="cpu", devices=1)
+    with pytest.raises(FloatingPointError, match="nan or inf at step 3"):
+        fit(module, _Data(), cfg, tmp_path, None, name="nan", progress=False)
+    assert module.steps_run <= 10
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 def test_servers_bind_to_localhost_by_default():

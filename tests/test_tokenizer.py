@@ -12,7 +12,7 @@ from genie.config import ConfigError, DataConfig, TrainConfig, load_config
 from genie.data import VideoDataModule, video_to_float
 from genie.metrics import psnr
 from genie.tasks.tokenizer import RunConfig, Task
-from genie.tokenizer import TokenizerConfig, VideoTokenizer, load_tokenizer
+from genie.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer, load_tokenizer
 from genie.train import RunError, load_checkpoint, train_stage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -88,6 +88,40 @@ def test_clips_longer_than_max_frames_use_a_window_ending_at_each_frame():
     torch.testing.assert_close(frames[:, 7], model.decode(ids[:, 2:8])[:, -1])
     with pytest.raises(ValueError, match="longer than max_frames=6"):
         model(video)
+
+
+def deep_decoder_tokenizer() -> VideoTokenizer:
+    torch.manual_seed(0)
+    return VideoTokenizer(TokenizerConfig(**{**TINY, "dec_depth": 2})).eval()  # two blocks: per-block caches
+
+
+@pytest.mark.parametrize("slide, window", [(1, 6), (2, 6), (5, 6), (9, 6), (2, 3), (1, 1)])
+def test_decode_stream_gives_each_frame_as_decoding_its_window_would(slide, window):
+    model = deep_decoder_tokenizer()
+    ids = torch.randint(0, 64, (2, 20, 8, 8))
+    stream = DecodeStream(model, ids[:, :3], slide=slide, window=window)
+    start = max(0, 3 - window)
+    torch.testing.assert_close(stream.frame, model.decode(ids[:, start:3])[:, -1], rtol=0, atol=1e-5)
+    dropped = min(slide, max(1, window - 1))  # a slide is kept below the window (a 1-frame window keeps nothing)
+    lengths = []  # the window: frames start..t
+    for t in range(3, 20):
+        if t - start >= window:  # full: the oldest frames go
+            start = t - window + dropped
+        frame = stream.push(ids[:, t])
+        lengths.append(t + 1 - start)
+        torch.testing.assert_close(frame, model.decode(ids[:, start : t + 1])[:, -1], rtol=0, atol=1e-5)
+    assert max(lengths) == window and min(lengths[window:]) == window - dropped + 1  # it slid
+
+
+def test_compiled_decode_stream_gives_the_eager_frames():
+    model = deep_decoder_tokenizer()
+    ids = torch.randint(0, 64, (1, 9, 8, 8))
+    eager = DecodeStream(model, ids[:, :1], slide=3)
+    expected = [eager.push(ids[:, t]) for t in range(1, 9)]
+    model.compile_decoding()
+    compiled = DecodeStream(model, ids[:, :1], slide=3)
+    for t in range(1, 9):  # cache lengths 1..5, then one slide
+        torch.testing.assert_close(compiled.push(ids[:, t]), expected[t - 1], rtol=0, atol=1e-5)
 
 
 def test_wrong_frame_size_is_a_clear_error():
