@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -132,12 +133,18 @@ def bench_play(world: WorldModel, batch_size: int, frames: int | None = None, wa
             "play_fps": round(batch_size / float(ms.mean()) * 1000, 2)}
 
 
-def bench_decode(data_dir: str | Path, seq_len: int, resolution: int, batch_size: int = 16, workers: int = 2, batches: int = 20) -> dict:
-    """decode_frames_per_s of the training data path (decord + DataLoader workers)."""
+def bench_decode(data_dir: str | Path, seq_len: int, resolution: int, batch_size: int = 16, workers: int = 2, batches: int = 20,
+                 frame_cache_dir: str | Path | None = None) -> dict:
+    """decode_frames_per_s of the training data path (decord + DataLoader workers), or with `frame_cache_dir`
+    of reading clips from a frame cache there (built first if missing; genie/frames.py)."""
     from genie.data import VideoClips, usable_videos
 
     videos = usable_videos(data_dir, min_frames=seq_len, progress=False)
     clips = VideoClips(videos, seq_len, resolution, clip_step=seq_len)
+    if frame_cache_dir is not None:
+        from genie.frames import CachedClips, ensure_frame_cache
+
+        clips = CachedClips(clips, ensure_frame_cache(clips, frame_cache_dir, num_workers=workers, progress=False))
     loader = torch.utils.data.DataLoader(clips, batch_size=batch_size, shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(0))
     it = iter(loader)
@@ -249,6 +256,9 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
             on_row(result, "play", row)
     if data:
         result["data"] = bench_decode(data, seq_len, resolution)
+        with tempfile.TemporaryDirectory() as tmp:  # the same clips read from a frame cache (data.frame_cache)
+            cached = bench_decode(data, seq_len, resolution, frame_cache_dir=Path(tmp) / "frame_cache")
+        result["data"]["frame_cache_frames_per_s"] = cached["decode_frames_per_s"]
         on_row(result, "data", result["data"])
     if device.type == "cuda":
         result["peak_memory_mb"] = max(row["peak_memory_mb"] for row in result["train"] + result["play"])
@@ -275,7 +285,8 @@ def bench_command(args) -> None:
                   f"(p50 {row['play_latency_p50_ms']:.2f}, max {row['play_latency_max_ms']:.2f}; {row['maskgit_steps']} MaskGIT steps, "
                   f"window {row['window']}, slide {row['slide']})", flush=True)
         else:
-            print(f"data  decode {row['decode_frames_per_s']:.1f} frames/s", flush=True)
+            print(f"data  decode {row['decode_frames_per_s']:.1f} frames/s, from a frame cache {row['frame_cache_frames_per_s']:.1f} "
+                  f"frames/s ({row['workers']} workers)", flush=True)
         out.write_text(json.dumps(result, indent=2))
 
     try:

@@ -34,6 +34,9 @@ class DataConfig:
     batch_size: int = 16
     num_workers: int = 2
     max_val_clips: int = 256  # validation uses at most this many clips (evenly spread)
+    # decode the training videos once into <run_dir>/frame_cache/ (uint8 at `resolution`, R*R*3 bytes a
+    # frame on disk) and read clips from it instead of decoding video every step (genie/frames.py)
+    frame_cache: bool = False
     seed: int = 0
 
 

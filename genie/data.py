@@ -221,11 +221,15 @@ class VideoClips(Dataset):
         _, start = self.clips[index]
         return start + np.arange(self.seq_len) * self.frame_stride
 
+    def decode(self, video_idx: int, frames_idx: np.ndarray) -> np.ndarray:
+        """The frames `frames_idx` of video `video_idx` as uint8 (T, R, R, 3) (CachedClips reads them from the frame cache)."""
+        return resize_frames(self._reader(video_idx).get_batch(frames_idx.tolist()).asnumpy(), self.resolution)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video_idx, start = self.clips[index]
         frames_idx = self.frame_indices(index)
         try:
-            frames = resize_frames(self._reader(video_idx).get_batch(frames_idx.tolist()).asnumpy(), self.resolution)
+            frames = self.decode(video_idx, frames_idx)
         except Exception as e:
             raise RuntimeError(f"{self.videos[video_idx].path}: failed to decode frames {frames_idx[0]}..{frames_idx[-1]} ({e})") from None
         actions = np.full(self.seq_len - 1, -1, dtype=np.int64)
@@ -289,9 +293,11 @@ def float_to_video(video: torch.Tensor) -> torch.Tensor:
 class VideoDataModule(L.LightningDataModule):
     """Train/val clips of a video folder, split by file, as DESIGN.md's Data section describes."""
 
-    def __init__(self, cfg: DataConfig):
+    def __init__(self, cfg: DataConfig, run_dir: str | Path | None = None):
+        """With `run_dir` and `cfg.frame_cache`, training clips are read from `<run_dir>/frame_cache/` (genie/frames.py)."""
         super().__init__()
         self.cfg = cfg
+        self.frame_cache_dir = Path(run_dir) / "frame_cache" if run_dir is not None and cfg.frame_cache else None
         self.train_set: VideoClips | None = None
         self.val_set: VideoClips | None = None
 
@@ -305,6 +311,11 @@ class VideoDataModule(L.LightningDataModule):
         train, val = split_by_file(videos, root, cfg.val_fraction, cfg.seed)
         self.train_set = VideoClips(train, cfg.seq_len, cfg.resolution, cfg.frame_stride, cfg.clip_step)
         self.val_set = VideoClips(val, cfg.seq_len, cfg.resolution, cfg.frame_stride, None, cfg.max_val_clips)
+        if self.frame_cache_dir is not None:
+            from genie.frames import CachedClips, ensure_frame_cache
+
+            ensure_frame_cache(self.train_set, self.frame_cache_dir, num_workers=max(1, cfg.num_workers))
+            self.train_set = CachedClips(self.train_set, self.frame_cache_dir)
         log.info("%s: %d train clips from %d videos, %d val clips from %d videos",
                  root, len(self.train_set), len(train), len(self.val_set), len(val))
 

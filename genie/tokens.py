@@ -32,12 +32,12 @@ import torch
 from einops import rearrange
 from torch.utils.data import DataLoader, Dataset
 
+from genie.cachedir import META_FILE, matches, publish, wait_for
 from genie.data import VideoClips, VideoDataModule, video_to_float
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-META_FILE = "meta.json"
 
 
 def weights_digest(*models: torch.nn.Module) -> str:
@@ -66,18 +66,6 @@ def cache_key(clips: VideoClips, tokenizer: torch.nn.Module, lam: torch.nn.Modul
         "clips": hashlib.sha256(json.dumps(clips.clips).encode()).hexdigest(),
         "videos": hashlib.sha256(json.dumps(videos).encode()).hexdigest(),
     }
-
-
-def read_meta(cache_dir: Path) -> dict | None:
-    try:
-        return json.loads((cache_dir / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _matches(cache_dir: Path, key: dict) -> bool:
-    meta = read_meta(cache_dir)
-    return meta is not None and all(meta.get(k) == v for k, v in key.items())
 
 
 def _autocast(device: torch.device, precision: str):
@@ -127,15 +115,7 @@ def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, 
     meta = {**key, "num_clips": n, "tokens_per_frame": grid * grid, "num_codes": num_codes,
             "build_seconds": round(seconds, 2), "device": str(device)}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    # several builders (one per node on a shared file system) may finish at once: the first one in wins
-    if not _matches(cache_dir, key):
-        shutil.rmtree(cache_dir, ignore_errors=True)
-        try:
-            os.replace(tmp, cache_dir)
-        except OSError:
-            if not _matches(cache_dir, key):
-                raise
-    shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, cache_dir, key)  # several builders (one per node on a shared file system): the first one in wins
     log.warning("token cache: %d clips encoded in %.1f s on %s -> %s", n, seconds, device, cache_dir)
     return cache_dir
 
@@ -149,15 +129,10 @@ def ensure_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path,
     """
     cache_dir = Path(cache_dir)
     key = cache_key(clips, tokenizer, lam, precision)
-    if _matches(cache_dir, key):
+    if matches(cache_dir, key):
         return cache_dir
     if int(os.environ.get("LOCAL_RANK", "0")) != 0:
-        deadline = time.monotonic() + wait_seconds
-        while not _matches(cache_dir, key):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{cache_dir}: local rank 0 did not finish the token cache in {wait_seconds:.0f} s")
-            time.sleep(2)
-        return cache_dir
+        return wait_for(cache_dir, key, "token cache", wait_seconds)
     return build_token_cache(clips, tokenizer, lam, cache_dir, device, precision, batch_size, num_workers, progress)
 
 

@@ -39,7 +39,7 @@ def test_bench_writes_train_play_and_decode_figures(sprite_data, tmp_path, capsy
         assert row["play_latency_p50_ms"] <= row["play_latency_max_ms"] and row["slide"] == row["window"] // 2
         # per generated frame: a batch of 8 frames takes 8 / play_fps seconds per step
         assert abs(row["play_fps"] * row["play_latency_ms"] / 1000 - row["batch_size"]) < 0.05 * row["batch_size"]
-    assert result["data"]["decode_frames_per_s"] > 0
+    assert result["data"]["decode_frames_per_s"] > 0 and result["data"]["frame_cache_frames_per_s"] > 0
     assert "frames/s" in capsys.readouterr().out
 
 

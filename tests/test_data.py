@@ -206,3 +206,63 @@ def test_sprite_generator_refuses_to_overwrite_unless_asked(tmp_path):
     sprites.generate(tmp_path, episodes=1, seed=0, cfg=cfg, progress=False, overwrite=True)
     assert [p.name for p in discover_videos(tmp_path)] == ["episode_00000.mp4"]
     assert not (tmp_path / "episode_00001.actions.npy").exists()
+
+
+# ------------------------------------------------------------------------------------- frame cache
+
+
+@pytest.mark.parametrize("resolution, frame_stride", [(32, 1), (24, 2)])
+def test_frame_cache_gives_the_clips_the_video_loader_gives(sprite_data, tmp_path, resolution, frame_stride):
+    from genie.frames import CachedClips
+
+    cfg = DataConfig(dir=str(sprite_data), seq_len=4, frame_stride=frame_stride, clip_step=3, resolution=resolution,
+                     num_workers=2, frame_cache=True)
+    plain = VideoDataModule(DataConfig(**{**cfg.__dict__, "frame_cache": False}), run_dir=tmp_path)
+    cached = VideoDataModule(cfg, run_dir=tmp_path)
+    plain.setup(), cached.setup()
+    assert isinstance(cached.train_set, CachedClips) and not isinstance(plain.train_set, CachedClips)
+    assert len(cached.train_set) == len(plain.train_set) > 50
+    for i in range(0, len(plain.train_set), 7):
+        a, b = plain.train_set[i], cached.train_set[i]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"clip {i} differs"
+    meta = json.loads((tmp_path / "frame_cache" / "meta.json").read_text())
+    assert meta["num_frames"] == sum(v.num_frames for v in plain.train_set.videos)
+    assert cached.val_set.__class__ is VideoClips  # validation still decodes video
+
+
+def test_frame_cache_is_reused_and_rebuilt_when_a_video_changes(sprite_data, tmp_path):
+    data = copy_episodes(sprite_data, tmp_path / "data", 3)
+    cfg = DataConfig(dir=str(data), seq_len=4, resolution=32, num_workers=0, frame_cache=True)
+    VideoDataModule(cfg, run_dir=tmp_path / "run").setup()
+    frames = tmp_path / "run" / "frame_cache" / "frames.npy"
+    built = frames.stat().st_mtime_ns
+    VideoDataModule(cfg, run_dir=tmp_path / "run").setup()
+    assert frames.stat().st_mtime_ns == built  # reused
+    video = sorted(data.glob("*.mp4"))[0]
+    write_video(video, read_video(video)[::-1].copy())  # same length, other frames
+    module = VideoDataModule(cfg, run_dir=tmp_path / "run")
+    module.setup()
+    assert frames.stat().st_mtime_ns != built
+    first = [i for i, (v, _) in enumerate(module.train_set.clips) if module.train_set.videos[v].path == video][0]
+    expected = read_video(video)[module.train_set.frame_indices(first)]
+    np.testing.assert_array_equal(module.train_set[first]["video"].numpy(), expected)
+
+
+def test_frame_cache_without_disk_room_is_a_clear_error(sprite_data, tmp_path, monkeypatch):
+    import genie.frames
+
+    monkeypatch.setattr(genie.frames.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    cfg = DataConfig(dir=str(sprite_data), seq_len=4, resolution=32, num_workers=0, frame_cache=True)
+    with pytest.raises(DataError, match="frame cache needs .* set data.frame_cache=false"):
+        VideoDataModule(cfg, run_dir=tmp_path).setup()
+    assert not (tmp_path / "frame_cache").exists()
+
+
+def test_pixel_stages_read_the_frame_cache_of_their_run_folder(tmp_path):
+    from genie.tasks import lam, tokenizer
+
+    for task in (tokenizer, lam):
+        cfg = task.RunConfig(run_dir=str(tmp_path / task.Task.stage), data=DataConfig(frame_cache=True))
+        assert task.Task.make_datamodule(cfg).frame_cache_dir == tmp_path / task.Task.stage / "frame_cache"
+        cfg.data.frame_cache = False
+        assert task.Task.make_datamodule(cfg).frame_cache_dir is None

@@ -67,7 +67,7 @@ class Task(L.LightningModule):
     @staticmethod
     def make_datamodule(cfg: RunConfig, progress: bool = True) -> VideoDataModule:
         if not cfg.token_cache:
-            return VideoDataModule(cfg.data)
+            return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
         from genie.tokens import TokenDataModule
         from genie.train import precision_for
 

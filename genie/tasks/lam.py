@@ -51,7 +51,7 @@ class Task(L.LightningModule):
 
     @staticmethod
     def make_datamodule(cfg: RunConfig) -> VideoDataModule:
-        return VideoDataModule(cfg.data)
+        return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
 
     def configure_optimizers(self):
         return configure_adamw(self, self.cfg.train)

@@ -1,0 +1,144 @@
+"""Decoded training frames for the tokenizer and LAM stages (`data.frame_cache: true`).
+
+Both stages train on pixels, and decoding H.264 with decord costs about 1.2 ms a 64x64 frame on one
+CPU core (scripts/data_budget.py): on an H100 the LAM stage would consume frames faster than eight
+decode workers deliver them. With the cache, every training video is decoded once, at the training
+resolution, into `<run_dir>/frame_cache/`:
+
+    frames.npy   (F, R, R, 3) uint8: every frame of every training video, video after video
+    offsets.npy  (V + 1,) int64: video v holds frames offsets[v] .. offsets[v+1]-1
+    meta.json    what the cache was built from; written last, so a killed build is never mistaken for a
+                 finished one
+
+A training clip is then one contiguous read from a memory-mapped file. The cache is keyed by the
+training videos (path, size, modification time) and the resolution, and rebuilt when they change.
+Frames are exactly what the video loader gives (the same decoder, the same resize). It costs
+R*R*3 bytes a frame on disk (12 kB at 64x64): the build refuses to start when the disk lacks the room.
+Validation clips are still decoded from video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from genie.cachedir import META_FILE, matches, publish, wait_for
+from genie.data import DataError, VideoClips
+from genie.video import resize_frames
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+CHUNK = 256  # frames decoded per work item while building
+
+
+def cache_key(videos, resolution: int) -> dict:
+    stats = []
+    for video in videos:
+        stat = video.path.stat()
+        stats.append([str(video.path.resolve()), stat.st_size, stat.st_mtime_ns, video.num_frames])
+    return {"version": CACHE_VERSION, "resolution": resolution,
+            "videos": hashlib.sha256(json.dumps(stats).encode()).hexdigest()}
+
+
+class _Chunks(Dataset):
+    """Work items of the build: (video, first frame) -> that chunk of frames decoded and resized."""
+
+    def __init__(self, clips: VideoClips):
+        self.clips = clips
+        self.items = [(v, s) for v, video in enumerate(clips.videos) for s in range(0, video.num_frames, CHUNK)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        v, start = self.items[index]
+        stop = min(start + CHUNK, self.clips.videos[v].num_frames)
+        path = self.clips.videos[v].path
+        try:
+            frames = self.clips._reader(v).get_batch(list(range(start, stop))).asnumpy()
+        except Exception as e:
+            raise DataError(f"{path}: failed to decode frames {start}..{stop - 1} for the frame cache ({e}); "
+                            f"remove the file or set data.frame_cache=false") from None
+        return v, start, torch.from_numpy(np.ascontiguousarray(resize_frames(frames, self.clips.resolution)))
+
+
+def build_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int = 2, progress: bool = True) -> Path:
+    """Decode every frame of `clips.videos` at `clips.resolution` into `cache_dir` (atomically)."""
+    from tqdm import tqdm
+
+    cache_dir = Path(cache_dir)
+    key = cache_key(clips.videos, clips.resolution)
+    r = clips.resolution
+    counts = [video.num_frames for video in clips.videos]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    need = int(offsets[-1]) * r * r * 3
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache_dir.parent).free
+    if need > 0.9 * free:
+        raise DataError(f"the frame cache needs {need / 2**30:.1f} GiB in {cache_dir.parent}, {free / 2**30:.1f} GiB are free: "
+                        f"free some space or set data.frame_cache=false (decode video every step)")
+    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    out = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=(int(offsets[-1]), r, r, 3))
+    np.save(tmp / "offsets.npy", offsets)
+    loader = DataLoader(_Chunks(clips), batch_size=None, shuffle=False, num_workers=num_workers)
+    start_time = time.perf_counter()
+    with tqdm(total=int(offsets[-1]), desc="frame cache", unit="frame", disable=None if progress else True) as bar:
+        for v, start, frames in loader:
+            out[offsets[v] + start : offsets[v] + start + len(frames)] = frames.numpy()
+            bar.update(len(frames))
+    out.flush()
+    del out
+    seconds = time.perf_counter() - start_time
+    meta = {**key, "num_videos": len(counts), "num_frames": int(offsets[-1]), "bytes": need,
+            "build_seconds": round(seconds, 2)}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    publish(tmp, cache_dir, key)
+    log.warning("frame cache: %d frames of %d videos decoded in %.1f s -> %s (%.1f MiB)",
+                offsets[-1], len(counts), seconds, cache_dir, need / 2**20)
+    return cache_dir
+
+
+def ensure_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int = 2, progress: bool = True,
+                       wait_seconds: float = 4 * 3600) -> Path:
+    """The cache for these videos: reused when its key matches, else built (by local rank 0 only)."""
+    cache_dir = Path(cache_dir)
+    key = cache_key(clips.videos, clips.resolution)
+    if matches(cache_dir, key):
+        return cache_dir
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        return wait_for(cache_dir, key, "frame cache", wait_seconds)
+    return build_frame_cache(clips, cache_dir, num_workers, progress)
+
+
+class CachedClips(VideoClips):
+    """VideoClips whose frames come from the frame cache: item n equals VideoClips item n."""
+
+    def __init__(self, clips: VideoClips, cache_dir: str | Path):
+        self.__dict__.update(clips.__dict__)
+        self.cache_dir = Path(cache_dir)
+        self.offsets = np.load(self.cache_dir / "offsets.npy")
+        if len(self.offsets) != len(self.videos) + 1:
+            raise RuntimeError(f"{self.cache_dir}: cached {len(self.offsets) - 1} videos for {len(self.videos)}; "
+                               f"delete the folder to rebuild it")
+        self._frames, self._frames_pid = None, None
+
+    def decode(self, video_idx: int, frames_idx: np.ndarray) -> np.ndarray:
+        if self._frames_pid != os.getpid():  # each worker process maps the file itself
+            self._frames, self._frames_pid = np.load(self.cache_dir / "frames.npy", mmap_mode="r"), os.getpid()
+        first = self.offsets[video_idx]
+        if self.frame_stride == 1:
+            return np.array(self._frames[first + frames_idx[0] : first + frames_idx[-1] + 1])
+        return self._frames[first + frames_idx]
