@@ -75,6 +75,22 @@ class PlaySession:
 
         return self.model_thread.submit(run).result()
 
+    def warm_up(self, progress: bool = True) -> int:
+        """Step through one full cycle of the context window (every cache length the session will meet, and a
+        slide), so compiled passes are compiled and their CUDA graphs recorded, on the model thread, before the
+        player's first frame. Returns the frames made; the session's state is left to `reset`."""
+        from tqdm import tqdm
+
+        def run() -> int:
+            world = self.world
+            world.reset(self.prompt, seed=0)
+            frames = world.dynamics.cfg.max_frames + world.slide
+            for i in tqdm(range(frames), desc="compiling", unit="frame", disable=None if progress else True):
+                world.step([i % world.num_actions])
+            return frames
+
+        return self.model_thread.submit(run).result()
+
     def step(self, action: int) -> dict:
         """One latent action; raises ActionError for an id outside 0..num_actions-1."""
         def run() -> dict:
@@ -307,14 +323,17 @@ class PlayServer(ThreadingHTTPServer):
 
 
 def make_server(world: WorldModel, prompt: np.ndarray | None = None, host: str = "127.0.0.1", port: int = 0,
-                model_path: str | None = None, prompt_name: str | None = None) -> PlayServer:
+                model_path: str | None = None, prompt_name: str | None = None, warm_up: bool = False) -> PlayServer:
     """A server (not yet serving: call serve_forever) whose session starts from `prompt`, or the bundle's sample
-    prompt when None. Port 0 picks a free port; `server.url` says which."""
+    prompt when None. Port 0 picks a free port; `server.url` says which. `warm_up` steps through one window
+    cycle first (PlaySession.warm_up), for a compiled world."""
     if prompt is None:
         if world.prompt is None:
             raise ConfigError("this world model has no sample prompt: pass --prompt VIDEO|IMAGE")
         prompt, prompt_name = world.prompt, prompt_name or "the bundle's sample prompt"
     session = PlaySession(world, np.array(prompt, dtype=np.uint8))  # a writable copy: torch.from_numpy warns on read-only arrays
+    if warm_up:
+        session.warm_up()
     session.reset()
     try:
         return PlayServer((host, port), session, model_path, prompt_name or "prompt frames")
@@ -326,7 +345,8 @@ def play_command(args) -> None:
     world = WorldModel.load(args.model, device=resolve_device(args.device))
     world.set_sampling(args.steps, args.temperature, args.slide)  # a bad value is a ConfigError
     if args.compile:
-        print("compiling the per-frame step: the first frames take a while")
+        # compiled (and on a GPU, CUDA graphs recorded) for every cache length before the page opens
+        print("compiling the per-frame passes: one cycle of the context window is stepped first (minutes on a CPU)")
         world.compile_sampling()
     prompt = None
     if args.prompt:
@@ -334,7 +354,8 @@ def play_command(args) -> None:
         prompt = read_frames(args.prompt, resolution=world.resolution, max_frames=world.dynamics.cfg.max_frames - 1)
     elif world.prompt is None:
         raise ConfigError(f"{args.model} holds no sample prompt: pass --prompt VIDEO|IMAGE")
-    server = make_server(world, prompt, args.host, args.port, model_path=str(args.model), prompt_name=args.prompt)
+    server = make_server(world, prompt, args.host, args.port, model_path=str(args.model), prompt_name=args.prompt,
+                         warm_up=args.compile)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the page")
     print(f"genie play: {world.num_actions} latent actions, {world.resolution}x{world.resolution}, {world.device}")

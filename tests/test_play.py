@@ -50,6 +50,19 @@ def test_a_tokenizer_with_a_shorter_window_decodes_the_newest_context_frames_wit
         assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1
 
 
+def test_warm_up_steps_a_window_cycle_and_the_session_starts_fresh():
+    world = tiny_world()  # window 4, slide 2
+    calls = []
+    step = world.step
+    world.step = lambda action: calls.append(world.state.ids.shape[1]) or step(action)
+    server = make_server(world, warm_up=True)
+    try:
+        assert len(calls) == 6 and max(calls) == 4 and calls.count(4) >= 2  # filled the window and slid, twice
+        assert server.session.index == 0 and len(server.session.frames) == 1
+    finally:
+        server.server_close()
+
+
 @pytest.fixture
 def server():
     """A play server on a free localhost port, serving from a thread."""
