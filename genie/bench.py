@@ -175,7 +175,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
 def run_bench(config: str | Path | None, model: str | Path | None, data: str | Path | None, device: torch.device,
               train_batch: int = 8, play_batches=(1, 8), peak_tflops: float | None = None, dtype_name: str = "auto",
               compile: bool = False, steps: int | None = None, slide: int | None = None, stages=None,
-              on_row=None) -> dict:
+              data_workers: int = 2, on_row=None) -> dict:
     """All figures as one dict; `on_row(result, kind, row)` is called as each row finishes (kind: train, play, data)."""
     dtype = resolve_dtype(dtype_name, device)
     if peak_tflops is None and device.type == "cuda" and dtype == torch.bfloat16:
@@ -255,9 +255,9 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
             result["play"].append(row)
             on_row(result, "play", row)
     if data:
-        result["data"] = bench_decode(data, seq_len, resolution)
+        result["data"] = bench_decode(data, seq_len, resolution, workers=data_workers)
         with tempfile.TemporaryDirectory() as tmp:  # the same clips read from a frame cache (data.frame_cache)
-            cached = bench_decode(data, seq_len, resolution, frame_cache_dir=Path(tmp) / "frame_cache")
+            cached = bench_decode(data, seq_len, resolution, workers=data_workers, frame_cache_dir=Path(tmp) / "frame_cache")
         result["data"]["frame_cache_frames_per_s"] = cached["decode_frames_per_s"]
         on_row(result, "data", result["data"])
     if device.type == "cuda":
@@ -292,7 +292,7 @@ def bench_command(args) -> None:
     try:
         result = run_bench(args.config, args.model, args.data, device, train_batch=args.batch_size, play_batches=play_batches,
                            peak_tflops=args.peak_tflops, dtype_name=args.dtype, compile=args.compile, steps=args.steps,
-                           slide=args.slide, stages=stages, on_row=report)
+                           slide=args.slide, stages=stages, data_workers=args.data_workers, on_row=report)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     out.write_text(json.dumps(result, indent=2))

@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="world-model bundle (default: a fresh model of --config's size)")
     bench.add_argument("--config", help="genie.yaml whose model sizes to benchmark")
     bench.add_argument("--data", help="dataset folder for decode throughput")
+    bench.add_argument("--data-workers", type=int, default=2, help="DataLoader workers for the decode figures")
     bench.add_argument("--out", default="bench.json")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--batch-size", type=int, default=8, help="clips per training step")

@@ -17,7 +17,7 @@ if ls .whl/decord-*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --target /tmp/site .whl/decord-*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
 DATA_ARGS=()
-if [ -d data/coinrun ] && $PY -c "import decord" 2>/dev/null; then DATA_ARGS=(--data data/coinrun); fi
+if [ -d data/coinrun ] && $PY -c "import decord" 2>/dev/null; then DATA_ARGS=(--data data/coinrun --data-workers 8); fi
 
 run() {  # run NAME LIMIT_S ARGS...: one genie bench, its exit status logged (124 = ran out of time)
   local name=$1 limit=$2; shift 2
