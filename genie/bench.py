@@ -19,6 +19,7 @@ import torch
 from einops import rearrange
 
 from genie.config import ConfigError
+from genie.data import DataError
 from genie.world import WorldModel, resolve_device
 
 
@@ -256,9 +257,13 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
             on_row(result, "play", row)
     if data:
         result["data"] = bench_decode(data, seq_len, resolution, workers=data_workers)
-        with tempfile.TemporaryDirectory() as tmp:  # the same clips read from a frame cache (data.frame_cache)
-            cached = bench_decode(data, seq_len, resolution, workers=data_workers, frame_cache_dir=Path(tmp) / "frame_cache")
-        result["data"]["frame_cache_frames_per_s"] = cached["decode_frames_per_s"]
+        try:
+            with tempfile.TemporaryDirectory() as tmp:  # the same clips read from a frame cache (data.frame_cache)
+                cached = bench_decode(data, seq_len, resolution, workers=data_workers, frame_cache_dir=Path(tmp) / "frame_cache")
+            result["data"]["frame_cache_frames_per_s"] = cached["decode_frames_per_s"]
+        except (DataError, OSError) as e:  # no room for the cache in the temp folder: keep the decode figure
+            result["data"]["frame_cache_frames_per_s"] = None
+            result["data"]["frame_cache_error"] = str(e)
         on_row(result, "data", result["data"])
     if device.type == "cuda":
         result["peak_memory_mb"] = max(row["peak_memory_mb"] for row in result["train"] + result["play"])
@@ -285,8 +290,9 @@ def bench_command(args) -> None:
                   f"(p50 {row['play_latency_p50_ms']:.2f}, max {row['play_latency_max_ms']:.2f}; {row['maskgit_steps']} MaskGIT steps, "
                   f"window {row['window']}, slide {row['slide']})", flush=True)
         else:
-            print(f"data  decode {row['decode_frames_per_s']:.1f} frames/s, from a frame cache {row['frame_cache_frames_per_s']:.1f} "
-                  f"frames/s ({row['workers']} workers)", flush=True)
+            cached = row["frame_cache_frames_per_s"]
+            print(f"data  decode {row['decode_frames_per_s']:.1f} frames/s, from a frame cache "
+                  f"{'-' if cached is None else f'{cached:.1f}'} frames/s ({row['workers']} workers)", flush=True)
         out.write_text(json.dumps(result, indent=2))
 
     try:

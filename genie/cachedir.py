@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -24,10 +25,48 @@ def matches(cache_dir: Path, key: dict) -> bool:
     return meta is not None and all(meta.get(k) == v for k, v in key.items())
 
 
+def local_rank() -> int:
+    """This process's rank on its node: LOCAL_RANK (Lightning's launcher, torchrun) or SLURM_LOCALID (srun)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+
+
+def tmp_dir(cache_dir: Path) -> Path:
+    """A fresh build folder beside `cache_dir`, after removing those that killed builds on this host left behind."""
+    host = socket.gethostname()
+    for old in cache_dir.parent.glob(f"{cache_dir.name}.tmp-{host}-*"):
+        try:
+            pid = int(old.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if not _alive(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{host}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def publish(tmp: Path, cache_dir: Path, key: dict) -> None:
-    """Move a finished build (meta.json written) into place; when several builders finish at once, the first wins."""
+    """Move a finished build (meta.json written) into place; when several builders finish at once, the first wins.
+    A stale cache is renamed aside before it is deleted, so a reader never sees it half gone."""
     if not matches(cache_dir, key):
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        if cache_dir.exists():
+            aside = cache_dir.with_name(f"{cache_dir.name}.stale-{socket.gethostname()}-{os.getpid()}")
+            try:
+                os.replace(cache_dir, aside)
+                shutil.rmtree(aside, ignore_errors=True)
+            except OSError:
+                pass
         try:
             os.replace(tmp, cache_dir)
         except OSError:

@@ -1,8 +1,8 @@
 """Decoded training frames for the tokenizer and LAM stages (`data.frame_cache: true`).
 
-Both stages train on pixels, and decoding H.264 with decord costs about 1.2 ms a 64x64 frame on one
-CPU core (scripts/data_budget.py): on an H100 the LAM stage would consume frames faster than eight
-decode workers deliver them. With the cache, every training video is decoded once, at the training
+Both stages train on pixels, and decord delivers about 490 random 64x64 CoinRun frames a second per
+worker on the development CPU (each clip seeks from a keyframe; scripts/data_budget.py): on an H100
+the LAM stage would consume frames several times faster than eight decode workers deliver them. With the cache, every training video is decoded once, at the training
 resolution, into `<run_dir>/frame_cache/`:
 
     frames.npy   (F, R, R, 3) uint8: every frame of every training video, video after video
@@ -10,7 +10,7 @@ resolution, into `<run_dir>/frame_cache/`:
     meta.json    what the cache was built from; written last, so a killed build is never mistaken for a
                  finished one
 
-A training clip is then one contiguous read from a memory-mapped file. The cache is keyed by the
+A training clip is then one read from a memory-mapped file (contiguous at frame_stride 1). The cache is keyed by the
 training videos (path, size, modification time) and the resolution, and rebuilt when they change.
 Frames are exactly what the video loader gives (the same decoder, the same resize). It costs
 R*R*3 bytes a frame on disk (12 kB at 64x64): the build refuses to start when the disk lacks the room.
@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -32,14 +31,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from genie.cachedir import META_FILE, matches, publish, wait_for
+from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, wait_for
 from genie.data import DataError, VideoClips
 from genie.video import resize_frames
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-CHUNK = 256  # frames decoded per work item while building
+CHUNK_BYTES = 64 * 2**20  # decoded frames per work item while building (at the video's own size)
 
 
 def cache_key(videos, resolution: int) -> dict:
@@ -56,20 +55,25 @@ class _Chunks(Dataset):
 
     def __init__(self, clips: VideoClips):
         self.clips = clips
-        self.items = [(v, s) for v, video in enumerate(clips.videos) for s in range(0, video.num_frames, CHUNK)]
+        self.items = []  # (video, first frame, frames): at most 256 frames or CHUNK_BYTES of decoded video each
+        for v, video in enumerate(clips.videos):
+            chunk = max(1, min(256, CHUNK_BYTES // max(1, video.height * video.width * 3)))
+            self.items += [(v, s, min(chunk, video.num_frames - s)) for s in range(0, video.num_frames, chunk)]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int):
-        v, start = self.items[index]
-        stop = min(start + CHUNK, self.clips.videos[v].num_frames)
+        v, start, count = self.items[index]
         path = self.clips.videos[v].path
         try:
-            frames = self.clips._reader(v).get_batch(list(range(start, stop))).asnumpy()
+            frames = self.clips._reader(v).get_batch(list(range(start, start + count))).asnumpy()
         except Exception as e:
-            raise DataError(f"{path}: failed to decode frames {start}..{stop - 1} for the frame cache ({e}); "
-                            f"remove the file or set data.frame_cache=false") from None
+            frames, error = None, e
+        if frames is None or len(frames) != count:
+            why = error if frames is None else f"{len(frames)} frames came back"
+            raise DataError(f"{path}: failed to decode frames {start}..{start + count - 1} for the frame cache ({why}); "
+                            f"remove the file or set data.frame_cache=false")
         return v, start, torch.from_numpy(np.ascontiguousarray(resize_frames(frames, self.clips.resolution)))
 
 
@@ -88,10 +92,16 @@ def build_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int
     if need > 0.9 * free:
         raise DataError(f"the frame cache needs {need / 2**30:.1f} GiB in {cache_dir.parent}, {free / 2**30:.1f} GiB are free: "
                         f"free some space or set data.frame_cache=false (decode video every step)")
-    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = tmp_dir(cache_dir)
     out = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=(int(offsets[-1]), r, r, 3))
+    try:  # reserve the blocks now: a disk that fills up later is an error here, not a SIGBUS mid-build
+        with open(tmp / "frames.npy", "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        del out
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot reserve {need / 2**30:.1f} GiB for the frame cache in {cache_dir.parent} ({e.strerror or e}): "
+                        f"free some space or set data.frame_cache=false") from None
     np.save(tmp / "offsets.npy", offsets)
     loader = DataLoader(_Chunks(clips), batch_size=None, shuffle=False, num_workers=num_workers)
     start_time = time.perf_counter()
@@ -118,7 +128,7 @@ def ensure_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: in
     key = cache_key(clips.videos, clips.resolution)
     if matches(cache_dir, key):
         return cache_dir
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+    if local_rank() != 0:
         return wait_for(cache_dir, key, "frame cache", wait_seconds)
     return build_frame_cache(clips, cache_dir, num_workers, progress)
 
@@ -134,6 +144,10 @@ class CachedClips(VideoClips):
             raise RuntimeError(f"{self.cache_dir}: cached {len(self.offsets) - 1} videos for {len(self.videos)}; "
                                f"delete the folder to rebuild it")
         self._frames, self._frames_pid = None, None
+
+    def __getstate__(self) -> dict:
+        # a worker started by spawn maps the file itself: never pickle the mapped frames or open readers
+        return {**self.__dict__, "_frames": None, "_frames_pid": None, "_readers": {}, "_pid": None}
 
     def decode(self, video_idx: int, frames_idx: np.ndarray) -> np.ndarray:
         if self._frames_pid != os.getpid():  # each worker process maps the file itself

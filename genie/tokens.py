@@ -21,8 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import socket
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,7 +30,7 @@ import torch
 from einops import rearrange
 from torch.utils.data import DataLoader, Dataset
 
-from genie.cachedir import META_FILE, matches, publish, wait_for
+from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, wait_for
 from genie.data import VideoClips, VideoDataModule, video_to_float
 
 log = logging.getLogger(__name__)
@@ -85,9 +83,7 @@ def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, 
 
     cache_dir = Path(cache_dir)
     key = cache_key(clips, tokenizer, lam, precision)
-    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = tmp_dir(cache_dir)
     num_codes, grid = tokenizer.num_codes, tokenizer.grid
     id_dtype = np.uint16 if num_codes <= 2**16 else np.int32
     action_dtype = np.uint8 if lam.cfg.num_actions <= 2**8 else np.int32
@@ -131,7 +127,7 @@ def ensure_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path,
     key = cache_key(clips, tokenizer, lam, precision)
     if matches(cache_dir, key):
         return cache_dir
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+    if local_rank() != 0:
         return wait_for(cache_dir, key, "token cache", wait_seconds)
     return build_token_cache(clips, tokenizer, lam, cache_dir, device, precision, batch_size, num_workers, progress)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,11 @@ def test_frame_cache_gives_the_clips_the_video_loader_gives(sprite_data, tmp_pat
     plain.setup(), cached.setup()
     assert isinstance(cached.train_set, CachedClips) and not isinstance(plain.train_set, CachedClips)
     assert len(cached.train_set) == len(plain.train_set) > 50
+    # through worker processes (each maps the file itself), batched as training reads them; first, as in
+    # training: the main process has not read a clip (decord readers must not be inherited by a fork)
+    loader = lambda clips: torch.utils.data.DataLoader(clips, batch_size=8, num_workers=2)  # noqa: E731
+    for a, b in zip(loader(plain.train_set), loader(cached.train_set)):
+        assert torch.equal(a["video"], b["video"]) and torch.equal(a["actions"], b["actions"])
     for i in range(0, len(plain.train_set), 7):
         a, b = plain.train_set[i], cached.train_set[i]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"clip {i} differs"
@@ -246,6 +252,21 @@ def test_frame_cache_is_reused_and_rebuilt_when_a_video_changes(sprite_data, tmp
     first = [i for i, (v, _) in enumerate(module.train_set.clips) if module.train_set.videos[v].path == video][0]
     expected = read_video(video)[module.train_set.frame_indices(first)]
     np.testing.assert_array_equal(module.train_set[first]["video"].numpy(), expected)
+
+
+def test_frame_cache_follows_the_split_and_clears_a_killed_build(sprite_data, tmp_path):
+    cfg = DataConfig(dir=str(sprite_data), seq_len=4, resolution=32, num_workers=0, frame_cache=True)
+    leftover = tmp_path / f"frame_cache.tmp-{socket.gethostname()}-999999999"  # a build killed mid-way
+    leftover.mkdir()
+    module = VideoDataModule(cfg, run_dir=tmp_path)
+    module.setup()
+    assert not leftover.exists()
+    meta = json.loads((tmp_path / "frame_cache" / "meta.json").read_text())
+    other = VideoDataModule(DataConfig(**{**cfg.__dict__, "val_fraction": 0.4}), run_dir=tmp_path)
+    other.setup()
+    assert len(other.train_set.videos) < len(module.train_set.videos)
+    assert json.loads((tmp_path / "frame_cache" / "meta.json").read_text())["num_frames"] < meta["num_frames"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame_cache"]
 
 
 def test_frame_cache_without_disk_room_is_a_clear_error(sprite_data, tmp_path, monkeypatch):
