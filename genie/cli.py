@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle; fewer is faster)")
     play.add_argument("--temperature", type=float, default=None)
     play.add_argument("--slide", type=int, default=None, help="frames dropped when the context window is full (default: half the window)")
-    play.add_argument("--compile", action="store_true", help="torch.compile the per-frame passes of the dynamics model and the decoder (CUDA graphs on a GPU); slow first frames")
+    play.add_argument("--compile", action="store_true", help="torch.compile the per-frame passes of the dynamics model and the decoder (CUDA graphs on a GPU), compiled for every cache length before the page opens")
     play.set_defaults(func=_cmd_play)
 
     bench = sub.add_parser("bench", help="throughput and latency benchmarks, JSON out")
