@@ -207,6 +207,9 @@ class VideoClips(Dataset):
         import decord
 
         if self._pid != os.getpid():  # a fresh process (DataLoader worker) opens its own readers
+            # and keeps, unused, those a fork inherited: destroying one there waits forever on decord threads
+            # that exist only in the parent (a worker started after the main process read a clip hung)
+            self._inherited = [*getattr(self, "_inherited", []), self._readers]
             self._readers, self._pid = {}, os.getpid()
         reader = self._readers.get(video_idx)
         if reader is None:
@@ -216,6 +219,10 @@ class VideoClips(Dataset):
             reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
             self._readers[video_idx] = reader
         return reader
+
+    def __getstate__(self) -> dict:
+        # a worker started by spawn opens its own readers: decord readers are never pickled
+        return {**self.__dict__, "_readers": {}, "_pid": None, "_inherited": []}
 
     def frame_indices(self, index: int) -> np.ndarray:
         _, start = self.clips[index]

@@ -146,8 +146,8 @@ class CachedClips(VideoClips):
         self._frames, self._frames_pid = None, None
 
     def __getstate__(self) -> dict:
-        # a worker started by spawn maps the file itself: never pickle the mapped frames or open readers
-        return {**self.__dict__, "_frames": None, "_frames_pid": None, "_readers": {}, "_pid": None}
+        # a worker started by spawn maps the file itself: the mapped frames are never pickled
+        return {**super().__getstate__(), "_frames": None, "_frames_pid": None}
 
     def decode(self, video_idx: int, frames_idx: np.ndarray) -> np.ndarray:
         if self._frames_pid != os.getpid():  # each worker process maps the file itself

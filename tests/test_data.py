@@ -6,6 +6,8 @@ import json
 import logging
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,23 @@ def test_frame_stride_takes_every_nth_frame(sprite_data):
     np.testing.assert_array_equal(item["video"].numpy(), full[[2, 5, 8, 11, 14]])  # lossless videos: exact
     # the last clip still fits: its last frame is inside the video
     assert clips.frame_indices(len(clips) - 1)[-1] < videos[0].num_frames
+
+
+def test_workers_start_after_the_main_process_read_a_clip(sprite_data):
+    # forked workers inherit the main process's decord readers; destroying one in a worker hung forever
+    script = f"""
+import torch
+from genie.config import DataConfig
+from genie.data import VideoDataModule
+m = VideoDataModule(DataConfig(dir={str(sprite_data)!r}, seq_len=4, resolution=32, num_workers=0))
+m.setup()
+first = m.train_set[0]["video"]
+batch = next(iter(torch.utils.data.DataLoader(m.train_set, batch_size=4, num_workers=2)))
+assert torch.equal(batch["video"][0], first)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_split_by_file_is_deterministic_and_disjoint(sprite_data):

@@ -188,6 +188,20 @@ def test_nan_loss_stops_training_within_ten_steps_between_checkpoints(tmp_path):
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.parametrize("env, zero", [({}, True), ({"RANK": "1"}, False), ({"LOCAL_RANK": "1"}, False),
+                                       ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False), ({"SLURM_PROCID": "3"}, False),
+                                       ({"SLURM_PROCID": "0"}, True), ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, False)])
+def test_only_the_launching_rank_may_delete_a_run_folder(monkeypatch, env, zero):
+    # Lightning's launcher and torchrun set RANK / LOCAL_RANK in the other ranks; srun sets SLURM_PROCID only
+    from genie.train import is_launch_rank_zero
+
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert is_launch_rank_zero() is zero
+
+
 def test_servers_bind_to_localhost_by_default():
     args = build_parser().parse_args(["play", "--model", "x.pt"])
     assert args.host == "127.0.0.1"
