@@ -214,7 +214,8 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
     def dynamics_loss(m, video):
         return m.loss(fixed_ids, fixed_actions)[0]  # the dynamics model alone
 
-    tokenizer.to(device), lam.to(device)
+    tokenizer.to(device)
+    lam.to(device)
 
     def dynamics_encode_loss(m, video):
         # the dynamics stage without the token cache: the frozen tokenizer and LAM encode every batch

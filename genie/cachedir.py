@@ -3,6 +3,7 @@ meta.json, written last, matches the key of what it was built from."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,15 @@ def read_meta(cache_dir: Path) -> dict | None:
 def matches(cache_dir: Path, key: dict) -> bool:
     meta = read_meta(cache_dir)
     return meta is not None and all(meta.get(k) == v for k, v in key.items())
+
+
+def videos_digest(videos) -> str:
+    """A hash of the videos' paths, sizes and modification times (VideoInfo list): changes when any file does."""
+    stats = []
+    for video in videos:
+        stat = video.path.stat()
+        stats.append([str(video.path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
 
 
 def local_rank() -> int:

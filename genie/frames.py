@@ -19,7 +19,6 @@ Validation clips are still decoded from video.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, wait_for
+from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
 from genie.data import DataError, VideoClips
 from genie.video import resize_frames
 
@@ -42,12 +41,7 @@ CHUNK_BYTES = 64 * 2**20  # decoded frames per work item while building (at the 
 
 
 def cache_key(videos, resolution: int) -> dict:
-    stats = []
-    for video in videos:
-        stat = video.path.stat()
-        stats.append([str(video.path.resolve()), stat.st_size, stat.st_mtime_ns, video.num_frames])
-    return {"version": CACHE_VERSION, "resolution": resolution,
-            "videos": hashlib.sha256(json.dumps(stats).encode()).hexdigest()}
+    return {"version": CACHE_VERSION, "resolution": resolution, "videos": videos_digest(videos)}
 
 
 class _Chunks(Dataset):

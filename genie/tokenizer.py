@@ -164,8 +164,13 @@ class DecodeStream:
         self.window = min(window or tokenizer.cfg.max_frames, tokenizer.cfg.max_frames)
         self.slide = min(max(1, slide), max(1, self.window - 1))  # a window of 1 frame keeps no past frame
         self.ids = ids[:, -self.window :].flatten(-2)  # (B, T, S)
-        h, self.cache = tokenizer.decoder.prefill(tokenizer._decoder_input(tokenizer.quantizer.lookup(self.ids)))
-        self.frame = tokenizer._to_video(h[:, -1:])[:, 0].float().clamp(0, 1)
+        self.frame = tokenizer._to_video(self._prefill()[:, -1:])[:, 0].float().clamp(0, 1)
+
+    def _prefill(self) -> torch.Tensor:
+        """Fill the cache from the frames in `self.ids`; returns the decoder output of those frames."""
+        tok = self.tokenizer
+        h, self.cache = tok.decoder.prefill(tok._decoder_input(tok.quantizer.lookup(self.ids)))
+        return h
 
     @torch.no_grad()
     def push(self, ids: torch.Tensor) -> torch.Tensor:
@@ -174,7 +179,10 @@ class DecodeStream:
         if self.ids.shape[1] >= self.window:
             keep = self.window - self.slide
             self.ids = self.ids[:, self.ids.shape[1] - keep :]
-            self.cache = tok.decoder.prefill(tok._decoder_input(tok.quantizer.lookup(self.ids)))[1] if keep else None
+            if keep:
+                self._prefill()
+            else:
+                self.cache = None
         ids = ids.flatten(-2)[:, None]  # (B, 1, S)
         x = tok._decoder_input(tok.quantizer.lookup(ids), t0=self.ids.shape[1])
         video, new_kv = (tok._compiled_decode or tok.decode_pass)(x, self.cache)

@@ -30,7 +30,7 @@ import torch
 from einops import rearrange
 from torch.utils.data import DataLoader, Dataset
 
-from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, wait_for
+from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
 from genie.data import VideoClips, VideoDataModule, video_to_float
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,6 @@ def weights_digest(*models: torch.nn.Module) -> str:
 
 def cache_key(clips: VideoClips, tokenizer: torch.nn.Module, lam: torch.nn.Module, precision: str) -> dict:
     """Everything the cached arrays depend on, as plain data (compared as a whole)."""
-    videos = []
-    for video in clips.videos:
-        stat = video.path.stat()
-        videos.append([str(video.path.resolve()), stat.st_size, stat.st_mtime_ns])
     return {
         "version": CACHE_VERSION,
         "weights": weights_digest(tokenizer, lam),
@@ -62,7 +58,7 @@ def cache_key(clips: VideoClips, tokenizer: torch.nn.Module, lam: torch.nn.Modul
         "resolution": clips.resolution,
         "frame_stride": clips.frame_stride,
         "clips": hashlib.sha256(json.dumps(clips.clips).encode()).hexdigest(),
-        "videos": hashlib.sha256(json.dumps(videos).encode()).hexdigest(),
+        "videos": videos_digest(clips.videos),
     }
 
 

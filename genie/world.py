@@ -159,7 +159,7 @@ class WorldModel(nn.Module):
         video = self.to_float(prompt)[:, -(self.dynamics.cfg.max_frames - 1):]
         ids, actions = self.encode(video)
         self.state = RolloutState(self.dynamics, ids, actions, slide=self.slide)
-        # frames are decoded as they come, with the decoder's own cache (one frame of decoder work a step)
+        # frames are decoded as they come, with the decoder's own cache (one frame of decoder work a step), in
         # the dynamics window and slide, so each frame is the newest of the decoded context; a tokenizer with a
         # shorter window keeps to its own (time positions past its max_frames were never trained)
         window = min(self.tokenizer.cfg.max_frames, self.dynamics.cfg.max_frames)
