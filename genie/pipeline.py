@@ -85,6 +85,7 @@ def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path
     """Write the bundle from the finished dynamics run (its checkpoint holds the frozen tokenizer and LAM too)."""
     from genie.data import VideoDataModule
     from genie.dynamics import DynamicsConfig, DynamicsModel
+    from genie.heldout import training_record
     from genie.lam import load_lam
     from genie.tokenizer import load_tokenizer
     from genie.train import dataclass_from, expect_stage, load_checkpoint, model_state
@@ -100,4 +101,5 @@ def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path
     datamodule = VideoDataModule(dynamics_cfg.data)
     datamodule.setup()
     prompt = datamodule.val_set[0]["video"][:prompt_frames].numpy()
-    return WorldModel(tokenizer, lam, dynamics, prompt=prompt).save(out)
+    meta = {"training": training_record(dynamics_cfg.data)}
+    return WorldModel(tokenizer, lam, dynamics, prompt=prompt, meta=meta).save(out)

@@ -2,7 +2,9 @@
 
 A bundle is a torch file holding only tensors and plain data, so it loads with `weights_only=True`:
 {"format": "genie-bundle", "version": 1, "tokenizer" | "lam" | "dynamics": {"config", "state_dict"},
-"sampling": {...}, "prompt": uint8 (T, H, W, 3) sample prompt frames}.
+"sampling": {...}, "prompt": uint8 (T, H, W, 3) sample prompt frames, "meta": {...} plain data about the
+model: "training" (the data it was trained on, genie/evaluate.py reads it to keep scores on held-out files)
+and, where the training folder had true actions, the game's action names and the latent-to-true mapping}.
 
     world = WorldModel.load("runs/sprites/world_model.pt")
     frame = world.reset(prompt_frames)          # uint8 (B, H, W, 3)
@@ -49,8 +51,10 @@ def is_bundle(obj) -> bool:
 
 class WorldModel(nn.Module):
     def __init__(self, tokenizer: nn.Module, lam: nn.Module, dynamics: DynamicsModel, prompt: np.ndarray | None = None,
-                 steps: int | None = None, temperature: float | None = None, slide: int | None = None):
+                 steps: int | None = None, temperature: float | None = None, slide: int | None = None,
+                 meta: dict | None = None):
         super().__init__()
+        self.meta = dict(meta or {})  # plain data saved in the bundle (see the module docstring)
         self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
         self.resolution = tokenizer.cfg.resolution
         self.num_actions = dynamics.cfg.num_actions
@@ -76,6 +80,8 @@ class WorldModel(nn.Module):
             model = getattr(self, name)
             bundle[name] = {"config": dataclasses.asdict(model.cfg),
                             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+        if self.meta:
+            bundle["meta"] = self.meta
         if self.prompt is not None:
             bundle["prompt"] = torch.from_numpy(np.ascontiguousarray(self.prompt))
         tmp = path.with_name(path.name + ".tmp")
@@ -100,7 +106,7 @@ class WorldModel(nn.Module):
             model.load_state_dict(bundle[name]["state_dict"])
             models[name] = model
         prompt = bundle["prompt"].numpy() if "prompt" in bundle else None
-        world = cls(**models, prompt=prompt, **bundle.get("sampling", {}))
+        world = cls(**models, prompt=prompt, meta=bundle.get("meta"), **bundle.get("sampling", {}))
         return world.to(resolve_device(device))
 
     def set_sampling(self, steps: int | None = None, temperature: float | None = None, slide: int | None = None) -> "WorldModel":
