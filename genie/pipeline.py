@@ -83,6 +83,7 @@ def train_all(config_path: str | Path, overrides: list[str] | None = None, overw
 
 def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path:
     """Write the bundle from the finished dynamics run (its checkpoint holds the frozen tokenizer and LAM too)."""
+    from genie.actions import action_meta
     from genie.data import VideoDataModule
     from genie.dynamics import DynamicsConfig, DynamicsModel
     from genie.heldout import training_record
@@ -102,4 +103,6 @@ def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path
     datamodule.setup()
     prompt = datamodule.val_set[0]["video"][:prompt_frames].numpy()
     meta = {"training": training_record(dynamics_cfg.data)}
+    # with true-action sidecars: the game's action names and what each latent code means, from a few training episodes
+    meta.update(action_meta(lam, datamodule.train_set.videos, dynamics_cfg.data))
     return WorldModel(tokenizer, lam, dynamics, prompt=prompt, meta=meta).save(out)

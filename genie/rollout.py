@@ -6,13 +6,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from genie.actions import ActionMap
 from genie.config import ConfigError
 from genie.video import read_frames, write_video
-from genie.world import WorldModel, resolve_device
+from genie.world import ActionError, WorldModel, resolve_device
+
+ACTIONS_FORM = "comma-separated latent action ids such as 0,3,3,1"
 
 
-def parse_actions(args, num_actions: int) -> list[int]:
-    """--actions 0,3,3,1 | --random N | --repeat A:N -> a list of action ids, each checked."""
+def parse_actions(args, num_actions: int, action_map=None) -> list[int]:
+    """--actions 0,3,3,1 | --random N | --repeat A:N -> a list of latent action ids, each checked.
+
+    With an `action_map` (genie.actions.ActionMap, a bundle trained on labelled data) --actions also takes
+    the game's action names (right,right,jump), each turned into the latent code that means it.
+    """
     rng = np.random.default_rng(args.seed)
     if args.random is not None:
         actions = rng.integers(0, num_actions, size=args.random).tolist()
@@ -22,11 +29,12 @@ def parse_actions(args, num_actions: int) -> list[int]:
         except ValueError:
             raise ConfigError(f"--repeat expects A:N (action A repeated N times), got {args.repeat!r}") from None
         actions = [action] * count
-    elif args.actions:
-        try:
-            actions = [int(v) for v in args.actions.replace(" ", "").split(",") if v != ""]
-        except ValueError:
-            raise ConfigError(f"--actions expects comma-separated integers such as 0,3,3,1, got {args.actions!r}") from None
+    elif args.actions is not None:
+        form = ACTIONS_FORM if action_map is None else f"{ACTIONS_FORM} or action names such as {','.join(action_map.known_names()[:3])}"
+        items = [v.strip() for v in args.actions.split(",")]
+        if "" in items:
+            raise ConfigError(f"--actions expects {form}, got {args.actions!r}")
+        actions = [int(v) if v.lstrip("-").isdigit() else _named_action(v, action_map, form) for v in items]
     else:
         actions = rng.integers(0, num_actions, size=16).tolist()
     bad = [a for a in actions if not 0 <= a < num_actions]
@@ -35,6 +43,16 @@ def parse_actions(args, num_actions: int) -> list[int]:
     if not actions:
         raise ConfigError("no actions given")
     return actions
+
+
+def _named_action(name: str, action_map, form: str) -> int:
+    if action_map is None:
+        raise ConfigError(f"--actions expects {form} (this model has no action names: its training data had no "
+                          f"true-action sidecars), got {name!r}")
+    try:
+        return action_map.code_for(name)
+    except ActionError as e:
+        raise ConfigError(f"--actions: {e}") from None
 
 
 def rollout(world: WorldModel, prompt: np.ndarray, actions: list[int], seed: int = 0) -> np.ndarray:
@@ -71,8 +89,12 @@ def rollout_command(args) -> None:
         frames, actions = compare(world, clip, args.prompt_frames, seed=args.seed)
         what = f"real (left) vs generated (right) with {len(actions)} inferred actions"
     else:
-        actions = parse_actions(args, world.num_actions)
+        action_map = ActionMap.from_meta(world.meta)
+        actions = parse_actions(args, world.num_actions, action_map)
         frames = rollout(world, clip[-args.prompt_frames :], actions, seed=args.seed)
         what = f"{len(actions)} actions {actions if len(actions) <= 20 else str(actions[:20])[:-1] + ', ...]'}"
+        if action_map is not None:
+            names = action_map.code_names()
+            what += f" ({', '.join(f'{c}={names[c]}' for c in sorted(set(actions)) if names[c] is not None)})"
     out = write_video(args.out, upscale(frames, args.scale), fps=8, lossless=False)
     print(f"wrote {out}: {len(frames)} frames, {what}")
