@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("--model", required=True, help="world-model bundle")
     roll.add_argument("--prompt", required=True, help="prompt video or image")
     how = roll.add_mutually_exclusive_group()
-    how.add_argument("--actions", help="comma-separated latent action ids, e.g. 0,3,3,1")
+    how.add_argument("--actions", help="comma-separated latent action ids, e.g. 0,3,3,1, or, for a model trained on labelled data, action names, e.g. right,right,jump")
     how.add_argument("--random", type=int, metavar="N", help="N uniformly random actions")
     how.add_argument("--repeat", metavar="A:N", help="action A repeated N times")
     how.add_argument("--compare", action="store_true", help="side by side with the real clip, using its inferred actions")
