@@ -6,6 +6,9 @@ a lock serialises the model, so a second tab shares (and races for) the same wor
 
     GET  /              the page                      POST /step   {"action": 2} -> frame metadata
     GET  /info          JSON: num_actions, ...        POST /reset  {"seed": 0}   -> frame metadata
+
+A bundle trained on labelled data names its latent actions (genie/actions.py): /info then gives each code's
+name and the codes the arrow keys and space stand for, and /step also takes a name ({"action": "right"}).
     GET  /events        SSE: the newest frame, as it is generated (PNG data URL in JSON)
     GET  /frame.png     the newest frame              GET  /video.mp4  the session so far
 """
@@ -30,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from genie.actions import ActionMap
 from genie.config import ConfigError
 from genie.video import read_frames, write_video
 from genie.world import ActionError, WorldModel, resolve_device
@@ -57,6 +61,7 @@ class PlaySession:
 
     def __init__(self, world: WorldModel, prompt: np.ndarray, max_kept: int = MAX_KEPT_FRAMES):
         self.world, self.prompt = world, prompt  # prompt: uint8 (T, H, W, 3)
+        self.action_map = ActionMap.from_meta(world.meta)  # None: the latent actions have no names
         # every model call runs on this one thread, in order: it serialises the model, and CUDA graphs
         # (`--compile` on a GPU) keep per-thread state that request threads would each record anew
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genie-model")
@@ -148,6 +153,18 @@ class RequestError(Exception):
         self.status = status
 
 
+def action_info(action_map: ActionMap | None) -> dict:
+    """/info's fields on what the latent actions mean: {} without a map; else `action_names` (the game's),
+    `code_names` and `code_confidence` (each code's most frequent true action and its share, null for a code
+    never seen), `controls` (browser key -> code, for the arrow keys and space) and `labels` (transitions counted)."""
+    if action_map is None:
+        return {}
+    share = action_map.action_given_code().max(1)
+    return {"action_names": action_map.names, "code_names": action_map.code_names(),
+            "code_confidence": [round(float(p), 3) if name is not None else None for p, name in zip(share, action_map.code_names())],
+            "controls": action_map.key_bindings(), "labels": action_map.labels}
+
+
 def frame_json(frame: dict, with_png: bool = False) -> dict:
     out = {k: v for k, v in frame.items() if k != "png"}
     if with_png:
@@ -207,20 +224,24 @@ class PlayHandler(BaseHTTPRequestHandler):
     def get_info(self, query: dict) -> None:
         session, world = self.server.session, self.server.session.world
         latest = session.latest
-        self.send_json({"num_actions": world.num_actions, "resolution": world.resolution,
-                        "model": self.server.model_path, "prompt": self.server.prompt_name,
-                        "device": str(world.device), "maskgit_steps": world.steps,
-                        "session": latest["session"], "frame": latest["index"], "frames_kept": len(session.frames)})
+        info = {"num_actions": world.num_actions, "resolution": world.resolution,
+                "model": self.server.model_path, "prompt": self.server.prompt_name,
+                "device": str(world.device), "maskgit_steps": world.steps,
+                "session": latest["session"], "frame": latest["index"], "frames_kept": len(session.frames)}
+        self.send_json({**info, **action_info(session.action_map)})
 
     def post_step(self, query: dict) -> None:
         body = self.read_json()
         if "action" not in body and "action" not in query:
             raise RequestError(HTTPStatus.BAD_REQUEST, 'missing action: POST {"action": ID} or /step?action=ID')
         action = body.get("action", query.get("action"))
-        if isinstance(action, bool) or not isinstance(action, (int, str)) or not str(action).lstrip("-").isdigit():
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"action must be an integer latent action id, got {action!r}")
+        action_map = self.server.session.action_map
+        named = action_map is not None and isinstance(action, str) and not action.lstrip("-").isdigit()
+        if not named and (isinstance(action, bool) or not isinstance(action, (int, str)) or not str(action).lstrip("-").isdigit()):
+            kind = "an integer latent action id or an action name" if action_map is not None else "an integer latent action id"
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"action must be {kind}, got {action!r}")
         try:
-            frame = self.server.session.step(int(action))
+            frame = self.server.session.step(action_map.code_for(action) if named else int(action))
         except ActionError as e:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
         self.send_json(frame_json(frame))
@@ -359,6 +380,12 @@ def play_command(args) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the page")
     print(f"genie play: {world.num_actions} latent actions, {world.resolution}x{world.resolution}, {world.device}")
+    action_map = server.session.action_map
+    if action_map is not None:
+        names = action_map.code_names()
+        print("latent actions: " + ", ".join(f"{c}={n or '?'}" for c, n in enumerate(names)))
+        keys = {"ArrowLeft": "left", "ArrowRight": "right", "ArrowUp": "up", "ArrowDown": "down", " ": "space"}
+        print("keys: " + ", ".join(f"{keys[k]} -> {c} ({names[c]})" for k, c in action_map.key_bindings().items()))
     print(f"open {server.url}  (Ctrl-C to stop)", flush=True)
     if not args.no_browser:
         try:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from genie.actions import ActionMap
 from genie.config import ConfigError
 from genie.data import float_to_video
 from genie.dynamics import DynamicsConfig, DynamicsModel
@@ -63,16 +64,34 @@ def test_warm_up_steps_a_window_cycle_and_the_session_starts_fresh():
         server.server_close()
 
 
-@pytest.fixture
-def server():
-    """A play server on a free localhost port, serving from a thread."""
-    server = make_server(tiny_world(), None, "127.0.0.1", 0, model_path="tiny.pt")
+def serving(world: WorldModel, model_path: str):
+    """A play server for `world` on a free localhost port, serving from a thread until the generator closes."""
+    server = make_server(world, None, "127.0.0.1", 0, model_path=model_path)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    """A play server on a free localhost port, serving from a thread."""
+    yield from serving(tiny_world(), "tiny.pt")
+
+
+NAMED_CODES = {"noop": 2, "left": 0, "right": 3, "up": 1}  # true action -> the latent code that means it
+
+
+@pytest.fixture
+def named_server():
+    """A play server for a world whose latent actions have names, as if trained on labelled data."""
+    world = tiny_world()
+    names = list(NAMED_CODES)
+    labels = np.arange(40) % 4
+    world.meta.update(ActionMap.fit([NAMED_CODES[names[a]] for a in labels], labels, 4, names).to_meta())
+    yield from serving(world, "named.pt")
 
 
 def get(server, path: str) -> tuple[int, dict, bytes]:
@@ -158,6 +177,20 @@ def test_invalid_actions_are_rejected_with_400(server):
     assert "0..3" in post(server, "/step", {"action": 4})[1]["error"]
     assert get(server, "/step")[0] == 405
     assert json.loads(get(server, "/info")[2])["frame"] == 0  # nothing was generated
+
+
+def test_info_names_the_actions_and_binds_arrows_and_space_when_the_world_has_a_map(named_server, server):
+    info = json.loads(get(named_server, "/info")[2])
+    assert info["code_names"] == ["left", "up", "noop", "right"] and info["code_confidence"] == [1.0] * 4
+    assert info["controls"] == {"ArrowLeft": 0, "ArrowRight": 3, "ArrowUp": 1, " ": 1} and info["labels"] == 40
+    assert "controls" not in json.loads(get(server, "/info")[2])  # without a map, play is as before
+
+
+def test_step_takes_an_action_name_when_the_world_has_a_map(named_server):
+    status, frame = post(named_server, "/step", {"action": "Right"})
+    assert status == 200 and frame["action"] == 3
+    status, answer = post(named_server, "/step", {"action": "fire"})
+    assert status == 400 and "no latent action means 'fire'" in answer["error"] and "left, right" in answer["error"]
 
 
 def test_reset_starts_a_new_session(server):
@@ -259,4 +292,25 @@ def test_page_steps_the_world_on_key_presses(server, browser, tmp_path):
     page.wait_for_timeout(300)  # let the highlight transition settle
     page.screenshot(path=str(tmp_path / "play.png"))
     shutil.copy(tmp_path / "play.png", "/tmp/genie_play_screenshot.png")  # to look at after a run
+    assert errors == []
+
+
+def test_page_names_the_actions_and_plays_with_arrows_and_space(named_server, browser):
+    page = browser.new_page(viewport={"width": 1100, "height": 820})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(named_server.url)
+    page.wait_for_function("document.getElementById('frame-index').textContent === '0'")
+    assert page.locator(".actions button .name").all_text_contents() == ["left", "up", "noop", "right"]
+    assert page.input_value("select[aria-label='action for →']") == "3"  # bound from the map, nothing stored
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.getElementById('frame-index').textContent === '1'")
+    assert page.text_content("#action") == "3 right"
+    page.keyboard.press(" ")
+    page.wait_for_function("document.getElementById('frame-index').textContent === '2'")
+    assert page.text_content("#action") == "1 up"
+    page.click("#clear-bindings")  # cleared stays cleared, named controls included
+    page.reload()
+    page.wait_for_function("document.getElementById('frame-index').textContent === '2'")
+    assert page.input_value("select[aria-label='action for →']") == ""
     assert errors == []

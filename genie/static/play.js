@@ -5,11 +5,11 @@
 
 const $ = (id) => document.getElementById(id);
 const BINDABLE = [["ArrowUp", "↑"], ["ArrowDown", "↓"], ["ArrowLeft", "←"], ["ArrowRight", "→"],
-                  ["w", "W"], ["a", "A"], ["s", "S"], ["d", "D"]];
+                  [" ", "Space"], ["w", "W"], ["a", "A"], ["s", "S"], ["d", "D"]];
 const DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];  // keys for actions 0..9
 
 let info = null;
-let bindings = {};  // key -> action id, stored in localStorage per model
+let bindings = {};  // key -> action id, stored in localStorage per model; by default the model's named controls
 const input = { inFlight: false, queued: null, held: null, heldKey: null, lastSend: 0, repeatFps: 10 };
 const frameTimes = [];
 let messageTimer = null;
@@ -132,7 +132,7 @@ function connect() {
     const frame = JSON.parse(e.data);
     $("frame").src = frame.png;
     $("frame-index").textContent = frame.index;
-    $("action").textContent = frame.action === null ? "reset" : frame.action;
+    $("action").textContent = frame.action === null ? "reset" : actionLabel(frame.action);
     frameTimes.push(performance.now());
     highlight(frame.action);
   };
@@ -144,6 +144,12 @@ function updateFps() {
   const n = frameTimes.length;
   const fps = n >= 2 ? ((n - 1) * 1000) / (frameTimes[n - 1] - frameTimes[0]) : 0;
   $("fps").textContent = fps.toFixed(1);
+}
+
+// "3" or, for a model whose latent actions have names (trained on labelled data), "3 RIGHT"
+function actionLabel(action) {
+  const name = info.code_names ? info.code_names[action] : null;
+  return name ? `${action} ${name}` : String(action);
 }
 
 function highlight(action) {
@@ -158,13 +164,22 @@ function buildActions() {
   for (let a = 0; a < info.num_actions; a++) {
     const button = document.createElement("button");
     button.dataset.action = a;
-    button.title = `latent action ${a}`;
+    const name = info.code_names ? info.code_names[a] : null;
+    button.title = name ? `latent action ${a}: ${name} in ${Math.round(100 * info.code_confidence[a])}% of ${info.labels} labelled transitions`
+                        : `latent action ${a}`;
     const digit = a < DIGITS.length ? `<kbd>${DIGITS[a]}</kbd>` : "";
-    button.innerHTML = `<span class="id">${a}</span>${digit}<span class="keys"></span>`;
+    button.innerHTML = `<span class="id">${a}</span><span class="name"></span>${digit}<span class="keys"></span>`;
+    button.querySelector(".name").textContent = name || "";
     button.addEventListener("click", () => { request(a); button.blur(); });
     box.appendChild(button);
   }
   $("last-key").textContent = DIGITS[Math.min(info.num_actions, DIGITS.length) - 1];
+  if (info.controls) {
+    $("actions-title").textContent = "actions";
+    $("actions-help").textContent = `A name is the latent action's most frequent true action in ${info.labels} ` +
+      "labelled transitions of the training data. Arrow keys and space start bound to the actions that mean left, " +
+      "right and up/jump; change them below.";
+  }
   showBoundKeys();
 }
 
@@ -184,7 +199,7 @@ function buildBindings() {
     const select = document.createElement("select");
     select.setAttribute("aria-label", `action for ${label}`);
     select.add(new Option("—", ""));
-    for (let a = 0; a < info.num_actions; a++) select.add(new Option(`action ${a}`, String(a)));
+    for (let a = 0; a < info.num_actions; a++) select.add(new Option(info.code_names ? actionLabel(a) : `action ${a}`, String(a)));
     select.value = key in bindings ? String(bindings[key]) : "";
     select.addEventListener("change", () => {
       if (select.value === "") delete bindings[key]; else bindings[key] = Number(select.value);
@@ -197,7 +212,8 @@ function buildBindings() {
 }
 
 function loadSettings() {
-  try { bindings = JSON.parse(localStorage.getItem(storageKey("bindings")) || "{}"); } catch { bindings = {}; }
+  const stored = localStorage.getItem(storageKey("bindings"));
+  try { bindings = stored === null ? { ...(info.controls || {}) } : JSON.parse(stored); } catch { bindings = {}; }
   for (const [key, action] of Object.entries(bindings)) {
     if (!Number.isInteger(action) || action < 0 || action >= info.num_actions) delete bindings[key];
   }
@@ -223,7 +239,7 @@ async function main() {
   $("save").addEventListener("click", (e) => { saveVideo(); e.currentTarget.blur(); });
   $("clear-bindings").addEventListener("click", (e) => {
     bindings = {};
-    localStorage.removeItem(storageKey("bindings"));
+    localStorage.setItem(storageKey("bindings"), "{}");  // stays cleared, named controls included
     buildBindings();
     showBoundKeys();
     e.currentTarget.blur();
