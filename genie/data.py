@@ -20,12 +20,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genie.config import DataConfig
-from genie.video import VIDEO_EXTENSIONS, resize_frames
+from genie.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoError, numbered_images, open_video, probe_video, resize_frames
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = ".genie_index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: entries name their reader (decord, pyav, images) and damaged files
 
 
 class DataError(RuntimeError):
@@ -34,16 +34,30 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    path: Path
-    num_frames: int
-    height: int
+    path: Path  # a video file, or a folder of numbered images
+    num_frames: int  # readable frames (fewer than the file claims when its tail is damaged)
+    height: int  # as displayed (rotation metadata applied)
     width: int
+    reader: str = "decord"  # decord, pyav or images (genie/video.py): the one that reads all its frames
 
 
 def discover_videos(root: str | Path) -> list[Path]:
-    """All videos under `root`, recursively, in a stable order."""
+    """All videos under `root`, recursively, in a stable order: video files (GIFs included) and folders of
+    numbered images (frame_0001.png, ...; `root` itself may be one)."""
     root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    files = [p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
+    folders = {p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS}
+    return sorted(files + [f for f in folders if numbered_images(f) is not None])
+
+
+def _stat_key(path: Path) -> dict:
+    """What tells a changed video: size and modification time (for an image folder, of its images)."""
+    if path.is_dir():
+        stats = [f.stat() for f in numbered_images(path) or []]
+        return {"size": sum(s.st_size for s in stats), "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+                "count": len(stats)}
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def actions_path(video: str | Path) -> Path:
@@ -53,17 +67,15 @@ def actions_path(video: str | Path) -> Path:
 
 
 def _probe(path: Path) -> dict:
-    import decord
-
+    """genie.video.probe_video's answer, or {"error": why} for a file that cannot be used."""
     try:
-        if path.stat().st_size == 0:
+        if path.is_file() and path.stat().st_size == 0:
             return {"error": "empty file"}
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        num_frames = len(reader)
-        height, width = reader[0].shape[:2] if num_frames else (0, 0)
-        del reader
-        return {"num_frames": num_frames, "height": int(height), "width": int(width)}
-    except Exception as e:
+        return probe_video(path)
+    except VideoError as e:
+        why = str(e).removeprefix(f"{path}: ")
+        return {"error": why if why.startswith("cannot decode") else f"cannot decode: {why}"}
+    except Exception as e:  # a reader's own exception: named, never its traceback
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return {"error": f"cannot decode ({message[:120]})"}
 
@@ -88,10 +100,9 @@ def index_videos(root: str | Path, progress: bool = True) -> dict[Path, dict]:
     todo = []
     for path in videos:
         rel = path.relative_to(root).as_posix()
-        stat = path.stat()
-        key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        key = _stat_key(path)
         entry = cached.get(rel)
-        if entry and entry.get("size") == key["size"] and entry.get("mtime_ns") == key["mtime_ns"]:
+        if entry and all(entry.get(k) == v for k, v in key.items()):
             entries[rel] = entry
         else:
             todo.append((rel, path, key))
@@ -112,7 +123,8 @@ def index_videos(root: str | Path, progress: bool = True) -> dict[Path, dict]:
 def usable_videos(root: str | Path, min_frames: int, min_size: int = 1, progress: bool = True) -> list[VideoInfo]:
     """Videos under `root` with at least `min_frames` frames and sides >= `min_size`.
 
-    Each skipped file gets one warning line and the total is summarised; none usable is an error.
+    Each skipped file gets one warning line, and so does each file whose damaged tail leaves only its
+    readable prefix in use; both are summarised; none usable is an error.
     """
     root = Path(root)
     if not root.is_dir():
@@ -120,10 +132,10 @@ def usable_videos(root: str | Path, min_frames: int, min_size: int = 1, progress
     index = index_videos(root, progress=progress)
     if not index:
         raise DataError(
-            f"data folder {root} holds no videos ({', '.join(VIDEO_EXTENSIONS)}); "
+            f"data folder {root} holds no videos ({', '.join(VIDEO_EXTENSIONS)}, or folders of numbered images); "
             f"generate one with `genie data sprites --out {root}` or point --data at your videos"
         )
-    usable, skipped = [], 0
+    usable, skipped, shortened = [], 0, 0
     for path, entry in index.items():
         reason = entry.get("error")
         if reason is None and entry["num_frames"] < min_frames:
@@ -134,9 +146,14 @@ def usable_videos(root: str | Path, min_frames: int, min_size: int = 1, progress
             log.warning("skipping %s: %s", path, reason)
             skipped += 1
             continue
-        usable.append(VideoInfo(path, entry["num_frames"], entry["height"], entry["width"]))
-    if skipped:
-        log.warning("%s: skipped %d of %d videos (see warnings above)", root, skipped, len(index))
+        if entry.get("damaged"):
+            claimed = f" of {entry['declared_frames']}" if entry.get("declared_frames") else ""
+            log.warning("shortened %s: damaged after frame %d: using its %d%s frames that decode",
+                        path, entry["num_frames"], entry["num_frames"], claimed)
+            shortened += 1
+        usable.append(VideoInfo(path, entry["num_frames"], entry["height"], entry["width"], entry.get("reader", "decord")))
+    if skipped or shortened:
+        log.warning("%s: skipped %d of %d videos, shortened %d (see warnings above)", root, skipped, len(index), shortened)
     if not usable:
         raise DataError(
             f"data folder {root}: none of its {len(index)} videos is usable (all corrupt, too short for "
@@ -174,7 +191,7 @@ def load_actions(video: Path, num_frames: int) -> np.ndarray | None:
 
 
 class VideoClips(Dataset):
-    """Fixed-length clips from a list of videos; decord readers open lazily inside each worker."""
+    """Fixed-length clips from a list of videos; readers (genie/video.py) open lazily inside each worker."""
 
     def __init__(
         self,
@@ -204,8 +221,6 @@ class VideoClips(Dataset):
         return len(self.clips)
 
     def _reader(self, video_idx: int):
-        import decord
-
         if self._pid != os.getpid():  # a fresh process (DataLoader worker) opens its own readers
             # and keeps, unused, those a fork inherited: destroying one there waits forever on decord threads
             # that exist only in the parent (a worker started after the main process read a clip hung)
@@ -215,13 +230,13 @@ class VideoClips(Dataset):
         if reader is None:
             if len(self._readers) >= 32:
                 self._readers.pop(next(iter(self._readers)))
-            path = str(self.videos[video_idx].path)
-            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            video = self.videos[video_idx]
+            reader = open_video(video.path, video.reader, video.num_frames)
             self._readers[video_idx] = reader
         return reader
 
     def __getstate__(self) -> dict:
-        # a worker started by spawn opens its own readers: decord readers are never pickled
+        # a worker started by spawn opens its own readers: readers are never pickled
         return {**self.__dict__, "_readers": {}, "_pid": None, "_inherited": []}
 
     def frame_indices(self, index: int) -> np.ndarray:
@@ -230,7 +245,7 @@ class VideoClips(Dataset):
 
     def decode(self, video_idx: int, frames_idx: np.ndarray) -> np.ndarray:
         """The frames `frames_idx` of video `video_idx` as uint8 (T, R, R, 3) (CachedClips reads them from the frame cache)."""
-        return resize_frames(self._reader(video_idx).get_batch(frames_idx.tolist()).asnumpy(), self.resolution)
+        return resize_frames(self._reader(video_idx).get_batch(frames_idx.tolist()), self.resolution)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video_idx, start = self.clips[index]

@@ -36,7 +36,7 @@ from genie.video import resize_frames
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: frames resized in uint8 (genie.video.resize_frames)
 CHUNK_BYTES = 64 * 2**20  # decoded frames per work item while building (at the video's own size)
 
 
@@ -61,7 +61,7 @@ class _Chunks(Dataset):
         v, start, count = self.items[index]
         path = self.clips.videos[v].path
         try:
-            frames = self.clips._reader(v).get_batch(list(range(start, start + count))).asnumpy()
+            frames = self.clips._reader(v).get_batch(list(range(start, start + count)))
         except Exception as e:
             frames, error = None, e
         if frames is None or len(frames) != count:

@@ -2,7 +2,9 @@
 
 The LAM sees `max_frames` frames at once; longer videos are cut into overlapping windows. Its encoder
 is causal, so the id of transition t depends only on the window's frames up to t+1; each transition
-takes its id from the window that shows it with the most frames before it.
+takes its id from the window that shows it with the most frames before it. Videos are streamed: decoded
+a chunk at a time, resized to the LAM's size at once, and dropped when no window needs them, so an
+hour-long HD recording takes the memory of a short clip.
 """
 
 from __future__ import annotations
@@ -17,18 +19,9 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from genie.lam import LatentActionModel, load_lam
-from genie.video import VideoError, read_video, write_video
+from genie.video import VideoError, VideoWriter, iter_video
 
 log = logging.getLogger(__name__)
-
-
-def window_starts(num_frames: int, window: int) -> list[int]:
-    """Starts of windows of `window` frames, half a window apart, the last one ending at the last frame."""
-    if num_frames <= window:
-        return [0]
-    stride = max(1, window // 2)
-    starts = list(range(0, num_frames - window, stride))
-    return starts + [num_frames - window]
 
 
 def to_model_input(video: np.ndarray, resolution: int) -> torch.Tensor:
@@ -39,30 +32,74 @@ def to_model_input(video: np.ndarray, resolution: int) -> torch.Tensor:
     return frames
 
 
+class WindowedActions:
+    """Latent actions of a stream of frames: push chunks of frames in, get the ids settled so far out.
+
+    Windows of `window` frames start half a window apart; at the end one more window ends at the last
+    frame. Each transition takes its id from the first window that shows it, which is the window that
+    shows it with the most frames before it. Only the frames a window still needs are kept (about 1.5
+    windows, plus up to `batch_size` windows waiting to run), so memory does not grow with the video.
+    """
+
+    def __init__(self, model: LatentActionModel, window: int | None = None, batch_size: int = 32):
+        self.window = window or model.cfg.max_frames
+        if not 2 <= self.window <= model.cfg.max_frames:
+            raise ValueError(f"window must be between 2 and the LAM's {model.cfg.max_frames} frames, got {self.window}")
+        self.model, self.batch_size = model, batch_size
+        self.stride = max(1, self.window // 2)
+        self.device = next(model.parameters()).device
+        r = model.cfg.resolution
+        self.frames = torch.empty(0, 3, r, r)  # (N, 3, R, R): frames offset .. count-1
+        self.offset = 0
+        self.count = 0  # frames pushed so far
+        self.next_start = 0  # where the next regular window starts
+        self.pending: list[tuple[int, torch.Tensor]] = []  # windows ready to run: (start, (W, 3, R, R))
+        self.settled = 0  # transitions whose id has been given out
+
+    def push(self, video: np.ndarray) -> list[int]:
+        """Add uint8 frames (N, H, W, 3); returns the ids of the transitions settled by them, in order."""
+        self.frames = torch.cat([self.frames, to_model_input(video, self.model.cfg.resolution)])
+        self.count += len(video)
+        actions = []
+        while self.next_start + self.window <= self.count:
+            first = self.next_start - self.offset
+            self.pending.append((self.next_start, self.frames[first : first + self.window]))
+            self.next_start += self.stride
+            if len(self.pending) == self.batch_size:
+                actions += self._run()
+        keep_from = max(0, min(self.next_start, self.count - self.window))  # the last window may start there
+        self.frames, self.offset = self.frames[keep_from - self.offset :], keep_from
+        return actions
+
+    def _run(self) -> list[int]:
+        clips = torch.stack([clip for _, clip in self.pending]).to(self.device)  # (N, W, 3, R, R)
+        ids = self.model.infer_actions(clips).cpu()  # (N, W-1)
+        actions = []
+        for (start, _), row in zip(self.pending, ids):
+            actions += row[self.settled - start :].tolist()
+            self.settled = start + len(row)
+        self.pending = []
+        return actions
+
+    def finish(self) -> list[int]:
+        """The ids of the remaining transitions (a last window ends at the last frame)."""
+        if self.count < 2:
+            raise ValueError(f"a video needs at least 2 frames for one action, got {self.count}")
+        actions = self._run() if self.pending else []
+        if self.settled < self.count - 1:
+            start = self.count - min(self.window, self.count)
+            self.pending = [(start, self.frames[start - self.offset :])]
+            actions += self._run()
+        return actions
+
+
 @torch.no_grad()
 def infer_actions(model: LatentActionModel, video: np.ndarray, window: int | None = None, batch_size: int = 32) -> list[int]:
     """Latent action ids (T-1 of them) for uint8 frames (T, H, W, 3) of any length, via overlapping windows."""
-    window = window or model.cfg.max_frames
-    if not 2 <= window <= model.cfg.max_frames:
-        raise ValueError(f"window must be between 2 and the LAM's {model.cfg.max_frames} frames, got {window}")
-    num_frames = len(video)
-    if num_frames < 2:
-        raise ValueError(f"a video needs at least 2 frames for one action, got {num_frames}")
-    window = min(window, num_frames)
-    device = next(model.parameters()).device
-    frames = to_model_input(video, model.cfg.resolution).to(device)  # (T, 3, R, R)
-    starts = window_starts(num_frames, window)
-    ids = []
-    for i in range(0, len(starts), batch_size):
-        clips = torch.stack([frames[s : s + window] for s in starts[i : i + batch_size]])  # (N, W, 3, R, R)
-        ids.append(model.infer_actions(clips).cpu())
-    ids = torch.cat(ids)  # (num_windows, W-1)
-    actions = []
-    for t in range(num_frames - 1):
-        # the first window (earliest start) that still holds frame t+1 shows transition t with the most history
-        k = next(k for k, s in enumerate(starts) if t + 1 < s + window)
-        actions.append(int(ids[k, t - starts[k]]))
-    return actions
+    if len(video) < 2:
+        raise ValueError(f"a video needs at least 2 frames for one action, got {len(video)}")
+    stream = WindowedActions(model, window, batch_size)
+    return stream.push(video) + stream.finish()
 
 
 def stamp_actions(video: np.ndarray, actions: list[int], scale: int | None = None) -> np.ndarray:
@@ -87,6 +124,45 @@ def annotated_path(annotate_to: Path, index: int, count: int) -> Path:
     return annotate_to if count == 1 else annotate_to.with_name(f"{annotate_to.stem}_{index:03d}{annotate_to.suffix}")
 
 
+@torch.no_grad()
+def video_actions(model: LatentActionModel, path: str | Path, window: int | None = None,
+                  annotate_to: Path | None = None) -> dict:
+    """{"path", "num_frames", "actions"} of one video, streamed a chunk at a time (memory does not grow
+    with its length); with `annotate_to`, the frames with their actions stamped are written as they settle."""
+    stream = WindowedActions(model, window)
+    resolution = model.cfg.resolution
+    scale = max(1, 256 // resolution)
+    actions: list[int] = []
+    waiting: list[np.ndarray] = []  # frames (at the LAM's size) whose action is not settled yet
+    stamped = 0  # frames written to the annotated video
+
+    def stamp(writer, final: bool = False) -> None:
+        nonlocal stamped, waiting
+        ready = len(actions) - stamped + (1 if final else 0)  # the last frame is stamped "end"
+        if ready <= 0 or not waiting:
+            return
+        frames = np.concatenate(waiting)
+        writer.write(stamp_actions(frames[:ready], actions[stamped : stamped + ready], scale))
+        waiting, stamped = [frames[ready:]], stamped + ready
+
+    writer = VideoWriter(annotate_to, fps=5, lossless=False) if annotate_to is not None else None
+    try:
+        for frames in iter_video(path, resolution=resolution, progress=True):
+            actions += stream.push(frames)
+            if writer is not None:
+                waiting.append(frames)
+                stamp(writer)
+        if stream.count < 2:
+            raise VideoError(f"{path}: only {stream.count} frame, at least 2 are needed for an action")
+        actions += stream.finish()
+        if writer is not None:
+            stamp(writer, final=True)
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"path": str(path), "num_frames": stream.count, "actions": actions}
+
+
 def infer_actions_command(model_path: str | Path, videos: list[str | Path], out: str | Path,
                           annotate: str | Path | None = None, window: int | None = None) -> dict:
     """Write {"model", "num_actions", "videos": [{"path", "num_frames", "actions"}]} to `out` as JSON.
@@ -102,21 +178,16 @@ def infer_actions_command(model_path: str | Path, videos: list[str | Path], out:
         raise VideoError(f"--annotate {annotate_to}: give a .mp4 or .gif file name")
     results, failed = [], []
     for index, path in enumerate(videos):
+        target = annotated_path(annotate_to, index, len(videos)) if annotate_to is not None else None
         try:
-            frames = read_video(path, resolution=model.cfg.resolution)
-            if len(frames) < 2:
-                raise VideoError(f"{path}: only {len(frames)} frame, at least 2 are needed for an action")
+            results.append(video_actions(model, path, window, target))
         except VideoError as e:
             if len(videos) == 1:
                 raise
             log.warning("skipping %s", e)
             failed.append({"path": str(path), "error": str(e)})
             continue
-        actions = infer_actions(model, frames, window)
-        results.append({"path": str(path), "num_frames": len(frames), "actions": actions})
-        if annotate_to is not None:
-            target = annotated_path(annotate_to, index, len(videos))
-            write_video(target, stamp_actions(frames, actions), fps=5, lossless=False)
+        if target is not None:
             log.info("annotated video: %s", target)
     report = {"model": str(model_path), "num_actions": model.cfg.num_actions, "videos": results}
     if failed:

@@ -82,7 +82,8 @@ def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
 def rollout_command(args) -> None:
     world = WorldModel.load(args.model, device=resolve_device(args.device))
     world.set_sampling(args.steps, args.temperature, args.slide)  # a bad value is a ConfigError
-    clip = read_frames(args.prompt, resolution=world.resolution)
+    # a plain rollout needs only the prompt's last frames: read_frames keeps no more than those in memory
+    clip = read_frames(args.prompt, resolution=world.resolution, last=None if args.compare else args.prompt_frames)
     if args.compare:
         if len(clip) < args.prompt_frames + 1:
             raise ConfigError(f"{args.prompt}: --compare needs a video longer than --prompt-frames ({args.prompt_frames})")
