@@ -10,10 +10,14 @@ config differs is refused rather than silently mixed.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
 import os
+import pickle
+import re
 import shutil
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -65,15 +69,6 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(new, sort_keys=False))
     return last if last.is_file() else None
-
-
-def has_finished(run_dir: str | Path, max_steps: int) -> bool:
-    """True when the run's last checkpoint has reached `max_steps`."""
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        return False
-    ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    return int(ckpt.get("global_step", 0)) >= max_steps
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -264,10 +259,18 @@ def fit(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: Train
         # the task's model, in place: its calls from training_step (and the dynamics loss's own call) run
         # compiled, while logging, sampling and validation rollouts stay eager; checkpoint keys are unchanged
         module.model.compile()
+    if resume is not None:
+        check_resumable(resume, getattr(module, "stage", None))
     trainer = make_trainer(cfg, run_dir, name, progress=progress)
     if resume is not None:
         log.warning("resuming %s from %s", name, resume)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    # weights-only here too: Lightning's own resume load would default to unpickling anything (Lightning
+    # before 2.6 has no such argument: there the check above, weights-only, has vetted the file)
+    weights_only = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, **weights_only)
+    except pickle.UnpicklingError as e:  # the file changed after the check above
+        raise refused(resume, e) from None
     return trainer
 
 
@@ -284,8 +287,36 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(f"{path}: not a loadable genie checkpoint ({first[:200]}); only weights-only checkpoints are accepted") from None
+        raise refused(path, e) from None
+
+
+def refused(path: str | Path, error: Exception) -> RunError:
+    """A one-line RunError for a checkpoint torch.load(weights_only=True) refused; never PyTorch's advice to
+    load it with weights_only=False, which would run whatever code the file carries."""
+    text = str(error)
+    if not zipfile.is_zipfile(path):  # every checkpoint torch.save wrote since PyTorch 1.6 is a zip archive
+        return RunError(f"{path}: not a PyTorch checkpoint (damaged, or another kind of file); use a checkpoint genie "
+                        f"wrote, or start over (--overwrite for a run folder)")
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        carries = f"pickled code or objects ({found.group(1)})" if found else "pickled objects"
+        return RunError(f"{path}: refused: it carries {carries}, not only weights (tampered with, or not written by "
+                        f"genie); only weights-only checkpoints are accepted: use one genie wrote, or start over "
+                        f"(--overwrite for a run folder)")
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
+    return RunError(f"{path}: not a loadable genie checkpoint ({first}); only weights-only checkpoints are accepted")
+
+
+def check_resumable(path: str | Path, stage: str | None = None) -> dict:
+    """The checkpoint a run resumes from, loaded weights-only and checked to be a Lightning checkpoint of
+    `stage`: a tampered or foreign file is a one-line RunError before Lightning reads it."""
+    ckpt = load_checkpoint(path)
+    found = stage_of(ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt or (stage and found != stage):
+        kind = f"a {found} checkpoint" if found else "not a genie training checkpoint"
+        raise RunError(f"{path}: cannot resume from it: {kind}, expected a {stage or 'Lightning'} checkpoint; "
+                       f"remove it or pass --overwrite to start the run over")
+    return ckpt
 
 
 def stage_of(ckpt: dict) -> str | None:
@@ -335,7 +366,7 @@ def load_stage_model(path: str | Path, stage: str, config_cls: type, model_cls: 
 def train_stage(task_cls: type, cfg: Any, overwrite: bool = False, progress: bool = True) -> Path:
     """Train one stage from its RunConfig (run_dir, data, model, train); resumes or skips a finished run."""
     resume = prepare_run_dir(cfg.run_dir, cfg, overwrite)
-    if resume is not None and has_finished(cfg.run_dir, cfg.train.max_steps):
+    if resume is not None and int(check_resumable(resume, task_cls.stage)["global_step"]) >= cfg.train.max_steps:
         log.warning("%s already trained to %d steps: %s", task_cls.stage, cfg.train.max_steps, resume)
         return Path(cfg.run_dir)
     datamodule = task_cls.make_datamodule(cfg)

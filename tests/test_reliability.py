@@ -135,6 +135,56 @@ def test_tampered_checkpoint_with_pickled_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.fixture
+def trained_run(sprite_data, tmp_path):
+    """A tokenizer run folder trained for 2 steps, and the command that resumes it (to 3 steps)."""
+    run_dir = tmp_path / "run"
+    args = ["train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(sprite_data), "--run-dir", str(run_dir),
+            *TINY_TOKENIZER, "train.logger=none"]
+    assert main([*args, "train.max_steps=2"]) == 0
+    return run_dir, [*args, "train.max_steps=3"]
+
+
+def test_resume_loads_every_checkpoint_weights_only(trained_run, monkeypatch):
+    run_dir, resume = trained_run
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
+    assert main(resume) == 0
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 3
+    assert len(loads) >= 2 and all(w is True for w in loads), loads  # ours and Lightning's resume load
+
+
+@pytest.mark.parametrize("kind", ["pickled_code", "foreign", "other_stage", "not_torch"])
+def test_tampered_or_foreign_last_checkpoint_is_a_one_line_error_on_resume(trained_run, capfd, kind):
+    run_dir, resume = trained_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    marker = run_dir / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    if kind == "pickled_code":
+        torch.save({**load_checkpoint(last), "payload": Payload()}, last)
+    elif kind == "foreign":
+        torch.save({"weights": torch.zeros(3)}, last)
+    elif kind == "other_stage":
+        ckpt = load_checkpoint(last)
+        ckpt["hyper_parameters"]["stage"] = "lam"
+        torch.save(ckpt, last)
+    else:
+        last.write_bytes(b"not a checkpoint at all")
+    capfd.readouterr()
+    assert main(resume) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genie: error:") and str(last) in err[0], err
+    assert "weights_only=False" not in err[0] and "trust" not in err[0]
+    assert "--overwrite" in err[0]
+    assert "posix.system" in err[0] if kind == "pickled_code" else "refused" not in err[0]
+    assert not marker.exists()
+
+
 def test_wrong_stage_checkpoint_is_refused(sprite_data, tmp_path):
     run_dir = tmp_path / "tok"
     assert main(["train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(sprite_data),
