@@ -105,11 +105,12 @@ class InverseDynamics(nn.Module):
 
 
 def _classes(labels: np.ndarray, train: np.ndarray, held_out: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Class ids 0..K-1 of every label (K = distinct labels), or None when there is nothing to score."""
-    if not train.any() or not held_out.any() or len(np.unique(labels[train | held_out])) < 2:
+    """The distinct labels of the scored samples (K,) and the class id 0..K-1 of every label (meaningless for
+    the others), or None when there is nothing to score."""
+    classes = np.unique(labels[train | held_out])
+    if not train.any() or not held_out.any() or len(classes) < 2:
         return None
-    classes, y = np.unique(labels, return_inverse=True)
-    return classes, y
+    return classes, np.searchsorted(classes, labels).clip(0, len(classes) - 1)
 
 
 def idm_ceiling_acc(before, after, labels, train=None, groups=None, train_fraction: float = 0.5, seed: int = 0,
@@ -391,7 +392,7 @@ def action_meta(lam, videos: list, data_cfg, min_labels: int = 200, max_episodes
     names = dataset_action_names(data_cfg.dir) or [f"action{a}" for a in range(int(found.labels.max()) + 1)]
     mapping = ActionMap.fit(found.codes, found.labels, lam.cfg.num_actions, names, len(chosen), data_cfg.frame_stride)
     log.info("action map from %d labelled transitions of %d episodes: %s", mapping.labels, len(chosen),
-             ", ".join(f"{c}={n}" for c, n in enumerate(mapping.code_names())))
+             ", ".join(f"{c}={n or '?'}" for c, n in enumerate(mapping.code_names())))
     return mapping.to_meta()
 
 
