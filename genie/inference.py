@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from genie.lam import LatentActionModel, load_lam
-from genie.video import VideoError, VideoWriter, iter_video
+from genie.video import VideoError, VideoWriter, iter_video, resize_frames
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ class WindowedActions:
 
     Windows of `window` frames start half a window apart; at the end one more window ends at the last
     frame. Each transition takes its id from the first window that shows it, which is the window that
-    shows it with the most frames before it. Only the frames a window still needs are kept (about 1.5
-    windows, plus up to `batch_size` windows waiting to run), so memory does not grow with the video.
+    shows it with the most frames before it. Only the frames a waiting window still needs are kept, as
+    uint8 at the LAM's size (at most `batch_size` half-windows and a window), so memory does not grow with
+    the video; windows are made float only when a batch of them runs.
     """
 
     def __init__(self, model: LatentActionModel, window: int | None = None, batch_size: int = 32):
@@ -46,33 +47,34 @@ class WindowedActions:
         if not 2 <= self.window <= model.cfg.max_frames:
             raise ValueError(f"window must be between 2 and the LAM's {model.cfg.max_frames} frames, got {self.window}")
         self.model, self.batch_size = model, batch_size
+        self.resolution = model.cfg.resolution
         self.stride = max(1, self.window // 2)
         self.device = next(model.parameters()).device
-        r = model.cfg.resolution
-        self.frames = torch.empty(0, 3, r, r)  # (N, 3, R, R): frames offset .. count-1
+        self.frames = np.empty((0, self.resolution, self.resolution, 3), dtype=np.uint8)  # frames offset .. count-1
         self.offset = 0
         self.count = 0  # frames pushed so far
         self.next_start = 0  # where the next regular window starts
-        self.pending: list[tuple[int, torch.Tensor]] = []  # windows ready to run: (start, (W, 3, R, R))
+        self.pending: list[tuple[int, int]] = []  # windows waiting to run: (start, length)
         self.settled = 0  # transitions whose id has been given out
 
     def push(self, video: np.ndarray) -> list[int]:
         """Add uint8 frames (N, H, W, 3); returns the ids of the transitions settled by them, in order."""
-        self.frames = torch.cat([self.frames, to_model_input(video, self.model.cfg.resolution)])
+        self.frames = np.concatenate([self.frames, resize_frames(np.asarray(video), self.resolution)])
         self.count += len(video)
         actions = []
         while self.next_start + self.window <= self.count:
-            first = self.next_start - self.offset
-            self.pending.append((self.next_start, self.frames[first : first + self.window]))
+            self.pending.append((self.next_start, self.window))
             self.next_start += self.stride
             if len(self.pending) == self.batch_size:
                 actions += self._run()
-        keep_from = max(0, min(self.next_start, self.count - self.window))  # the last window may start there
+        # frames before the first waiting window, and before the last window (it may start at count - window), go
+        keep_from = max(0, min(self.pending[0][0] if self.pending else self.next_start, self.count - self.window))
         self.frames, self.offset = self.frames[keep_from - self.offset :], keep_from
         return actions
 
     def _run(self) -> list[int]:
-        clips = torch.stack([clip for _, clip in self.pending]).to(self.device)  # (N, W, 3, R, R)
+        clips = torch.stack([to_model_input(self.frames[s - self.offset : s - self.offset + n], self.resolution)
+                             for s, n in self.pending]).to(self.device)  # (N, W, 3, R, R)
         ids = self.model.infer_actions(clips).cpu()  # (N, W-1)
         actions = []
         for (start, _), row in zip(self.pending, ids):
@@ -87,8 +89,8 @@ class WindowedActions:
             raise ValueError(f"a video needs at least 2 frames for one action, got {self.count}")
         actions = self._run() if self.pending else []
         if self.settled < self.count - 1:
-            start = self.count - min(self.window, self.count)
-            self.pending = [(start, self.frames[start - self.offset :])]
+            length = min(self.window, self.count)
+            self.pending = [(self.count - length, length)]
             actions += self._run()
         return actions
 
