@@ -100,6 +100,7 @@ def test_animated_gif_is_a_video(tmp_path):
     gif = write_gif(tmp_path / "anim.gif", frames)
     read = read_video(gif)
     assert read.shape == frames.shape and read[:, :6, :6].min() > 240  # palette colours: near, not equal
+    assert read_frames(gif, resolution=16, last=2).shape == (2, 16, 16, 3)  # a rollout prompt: its last frames
     clips = VideoClips(usable_videos(tmp_path, min_frames=4, progress=False), seq_len=4, resolution=16, clip_step=3)
     assert len(clips) == 3 and clips[2]["video"].shape == (4, 16, 16, 3)
 
