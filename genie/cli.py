@@ -11,11 +11,18 @@ from pathlib import Path
 STAGES = ("tokenizer", "lam", "dynamics")
 
 
+def sprites_default(field: str):
+    """A SpriteWorldConfig default, for `genie data sprites --help` (genie.sprites imports only numpy)."""
+    from genie.sprites import SpriteWorldConfig
+
+    return getattr(SpriteWorldConfig(), field)
+
+
 def _cmd_data(args: argparse.Namespace) -> None:
     if args.source == "sprites":
         from genie import sprites
 
-        cfg = sprites.SpriteWorldConfig(size=args.size, frames=args.frames)
+        cfg = sprites.SpriteWorldConfig(size=args.size, frames=args.frames, noise=args.noise)
         paths = sprites.generate(args.out, episodes=args.episodes, seed=args.seed, cfg=cfg, overwrite=args.overwrite)
     else:
         from genie import gameplay
@@ -98,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         if source == "sprites":
             p.add_argument("--size", type=int, default=32, help="frame side in pixels")
             p.add_argument("--frames", type=int, default=48, help="frames per episode")
+            p.add_argument("--noise", type=float, default=sprites_default("noise"),
+                           help="std of the background's per-pixel noise (0-255 levels); 0 for a smooth background")
         else:
             p.add_argument("--env", default="coinrun" if source == "procgen" else "Breakout")
             p.add_argument("--max-frames", type=int, default=500, help="longest episode kept, in frames")
@@ -147,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="metrics JSON")
     ev.add_argument("--max-clips", type=int, default=64)
     ev.add_argument("--horizon", type=int, default=4, help="t of delta_t_psnr")
+    ev.add_argument("--split", choices=("val", "train", "all"), default="val",
+                    help="which files of --data to score: the held-out files of the split training used (default), "
+                         "the training files, or all (a folder the model never saw)")
+    ev.add_argument("--steps", type=int, help="MaskGIT steps per frame (default: the bundle's)")
+    ev.add_argument("--temperature", type=float, help="MaskGIT sampling temperature, 0 = greedy (default: the bundle's)")
+    ev.add_argument("--persistence", type=int, nargs="?", const=1000, default=0, metavar="STEPS",
+                    help="also play STEPS (default 1000) random latent actions: memory, latency p50/p99 and collapse "
+                         "over time, written beside --out (.persistence.json/.png/.gif)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=_cmd_eval)

@@ -31,6 +31,11 @@ class DynamicsConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     mask_ratio_min: float = 0.5  # Genie draws each frame's mask ratio from U(0.5, 1)
+    # training-time corruption of the tokens left unmasked: each frame replaces a fraction drawn from
+    # U(0, context_noise) of them with random ids, and the loss asks for the true ids there too, so the
+    # model learns to read past frames it generated itself, errors included (GameNGen, Valevski et al. 2024,
+    # sec. 3.2.1 noises its context frames for the same reason); 0 turns it off
+    context_noise: float = 0.0
     # sampling defaults, overridable per call
     maskgit_steps: int = 8
     temperature: float = 1.0
@@ -78,17 +83,31 @@ class DynamicsModel(nn.Module):
         ranks = torch.rand(b, t, s, device=ids.device, generator=generator).argsort(-1).argsort(-1)
         return ranks < num_masked
 
+    def corrupt(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace a fraction U(0, context_noise) per frame of the unmasked tokens of ids (B, T, S) with uniformly
+        random ids; returns (the corrupted ids, bool (B, T, S) where tokens were replaced)."""
+        b, t, s = ids.shape
+        rate = torch.rand(b, t, 1, device=ids.device) * self.cfg.context_noise
+        noisy = (torch.rand(b, t, s, device=ids.device) < rate) & ~mask
+        return torch.where(noisy, torch.randint_like(ids, self.cfg.num_codes), ids), noisy
+
     def loss(self, ids: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MaskGIT loss: cross-entropy on masked tokens of every frame; returns (loss, stats)."""
+        """MaskGIT loss: cross-entropy on the masked (and, with context_noise, corrupted) tokens of every frame
+        of ids (B, T, S) long with transition actions (B, T-1) long; returns (scalar loss, {"masked_acc"})."""
         mask = self.random_mask(ids)
-        logits = self(torch.where(mask, torch.full_like(ids, self.mask_id), ids), actions)  # (B, T, S, V)
-        # unmasked tokens are ignored by target, not dropped with logits[mask]: boolean indexing sizes its
+        inputs = torch.where(mask, torch.full_like(ids, self.mask_id), ids)
+        scored = mask
+        if self.cfg.context_noise > 0:
+            inputs, noisy = self.corrupt(inputs, mask)
+            scored = mask | noisy
+        logits = self(inputs, actions)  # (B, T, S, V)
+        # unscored tokens are ignored by target, not dropped with logits[mask]: boolean indexing sizes its
         # output from the data, a device-to-host read that stalls every training step
-        num_masked = mask.sum().clamp(min=1)
-        targets = torch.where(mask, ids, torch.full_like(ids, -100))
-        loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=-100, reduction="sum") / num_masked
+        num_scored = scored.sum().clamp(min=1)
+        targets = torch.where(scored, ids, torch.full_like(ids, -100))
+        loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=-100, reduction="sum") / num_scored
         with torch.no_grad():
-            acc = ((logits.argmax(-1) == ids) & mask).sum() / num_masked
+            acc = ((logits.argmax(-1) == ids) & mask).sum() / mask.sum().clamp(min=1)
         return loss, {"masked_acc": acc}
 
     # ------------------------------------------------------------------------------------ sampling

@@ -1,8 +1,18 @@
 """`genie eval`: every metric of DESIGN.md that the data allows, for a world-model bundle on a video folder.
 
-Keys in metrics.json: `recon_psnr`, `recon_ssim`, `codebook_usage`, `codebook_perplexity` (tokenizer),
-`lam_psnr`, `lam_codebook_usage`, `lam_codebook_perplexity`, `delta_t_psnr` (at t = --horizon),
-`rollout_psnr@k`, and with ground-truth sidecars `action_nmi`, `action_probe_acc`.
+By default only the held-out files are scored: the `val` split of the folder, by the same deterministic
+file split training used (the bundle's meta["training"]); `--split all` scores every file (a folder of
+other levels), `--split train` the training files. The summary says how many scored files the model
+was trained on.
+
+Keys in metrics.json, each a mean over clips with `<key>_ci95` = [low, high], its 95 % percentile-bootstrap
+interval over clips: `recon_psnr`, `recon_ssim` (tokenizer, over its window), `lam_psnr`, `delta_t_psnr`
+(Genie's controllability at t = --horizon), `rollout_psnr@k` for k = 1, 4, 8, 16 (generated from the first
+frame with the clip's inferred latent actions; the context window slides as in play); on the sprite world
+`player_pos_error@k` (pixels, clips where the player is still drawn), `player_present@k` and
+`player_within_2px@k` (fractions of clips). Without intervals: `codebook_usage`, `codebook_perplexity`,
+`lam_codebook_*`, and with ground-truth sidecars `action_nmi`, `action_probe_acc`, `idm_ceiling_acc` and
+the action-map scores of genie.actions.action_scores.
 """
 
 from __future__ import annotations
@@ -13,100 +23,190 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 
-from genie.data import VideoClips, usable_videos, video_to_float
-from genie.metrics import codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr, ssim
-from genie.sampling import rollout_video
+from genie.actions import action_scores
+from genie.config import ConfigError
+from genie.data import VideoClips, video_to_float
+from genie.heldout import select_videos
+from genie.metrics import bootstrap_interval, codebook_stats, player_position, psnr, ssim
 from genie.world import WorldModel, resolve_device
 
+ROLLOUT_KS = (1, 4, 8, 16)
 
-def clip_length(world: WorldModel, horizon: int) -> int:
-    """Long enough for rollout_psnr@8 and delta_t_psnr, short enough for every model's window."""
-    limit = min(world.tokenizer.cfg.max_frames, world.lam.cfg.max_frames, world.dynamics.cfg.max_frames)
-    return min(max(horizon + 1, 9), limit)
+
+def is_sprite_world(data_dir: str | Path) -> bool:
+    """True when `data_dir` was written by `genie data sprites` (its dataset.json says so)."""
+    info = Path(data_dir) / "dataset.json"
+    try:
+        return json.loads(info.read_text()).get("generator") == "sprites"
+    except (OSError, ValueError):
+        return False
 
 
 @torch.no_grad()
-def evaluate(world: WorldModel, data_dir: str | Path, max_clips: int = 64, horizon: int = 4, batch_size: int = 8,
-             seed: int = 0, progress: bool = True) -> dict:
+def lam_actions(lam, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latent actions of every transition of float video (B, T, 3, H, W) of any length: (ids (B, T-1), latents z
+    (B, T-1, code_dim)). The LAM encodes each transition from its two frames alone, so chunks of its window
+    overlapping by one frame give the same codes as one pass."""
+    window = lam.cfg.max_frames
+    ids, latents = [], []
+    for start in range(0, video.shape[1] - 1, window - 1):
+        _, chunk_ids, _, z = lam.encode(video[:, start : start + window])
+        ids.append(chunk_ids.long())
+        latents.append(z.float())
+    return torch.cat(ids, 1), torch.cat(latents, 1)
+
+
+@torch.no_grad()
+def rollout_frames(world: WorldModel, first: torch.Tensor, actions: torch.Tensor, seed: int) -> torch.Tensor:
+    """Generate len(actions) frames after the uint8 first frames (B, H, W, 3) with latent actions (B, N), through
+    the environment API (play's sliding context and streamed decoding): float (B, N, 3, H, W)."""
+    world.reset(first[:, None].numpy(), seed=seed)
+    return torch.stack([world.step_float(actions[:, n]) for n in range(actions.shape[1])], 1)
+
+
+def summarise(values: dict[str, list], seed: int = 0) -> dict:
+    """Per-clip values -> {key: mean, key_ci95: [low, high]}; keys without finite values are left out."""
+    out = {}
+    for key, parts in values.items():
+        x = torch.cat([torch.as_tensor(p, dtype=torch.float64).flatten() for p in parts]).numpy() if parts else np.array([])
+        finite = x[np.isfinite(x)]
+        if len(finite) == 0:
+            continue
+        out[key] = float(finite.mean())
+        out[f"{key}_ci95"] = list(bootstrap_interval(finite, seed=seed))
+    return out
+
+
+@torch.no_grad()
+def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_clips: int = 64, horizon: int = 4,
+             rollout_frames_k: int = 16, batch_size: int = 8, seed: int = 0, progress: bool = True) -> dict:
+    """Score `world` on clips of the `split` files of `data_dir` (see the module docstring for the keys).
+
+    Clips are 1 + max(horizon, rollout_frames_k) frames; shorter videos are skipped. Raises ConfigError for
+    a horizon < 1 or an unknown split, genie.data.DataError when no video is long enough.
+    """
     from tqdm import tqdm
 
-    length = clip_length(world, horizon)
-    if horizon >= length:
-        raise ValueError(f"--horizon {horizon} needs clips of {horizon + 1} frames; this model's window is {length}")
-    videos = usable_videos(data_dir, min_frames=length, progress=progress)
+    if horizon < 1:
+        raise ConfigError(f"--horizon must be at least 1, got {horizon}")
+    length = 1 + max(horizon, rollout_frames_k)
+    videos, num_seen = select_videos(data_dir, split, length, world.meta.get("training"), progress=progress)
     clips = VideoClips(videos, length, world.resolution, max_clips=max_clips)
     loader = torch.utils.data.DataLoader(clips, batch_size=batch_size)
-    generator = torch.Generator(device=world.device).manual_seed(seed)
-    sums: dict[str, list] = {k: [] for k in ("recon_psnr", "recon_ssim", "lam_psnr", "delta_t_psnr")}
-    rollout = []  # per-clip PSNR per generated frame, (N, length-1)
-    token_ids, lam_ids, lam_features, truths = [], [], [], []
-    for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress):
-        video = video_to_float(batch["video"]).to(world.device)
-        ids = world.tokenizer.encode(video)
+    sprites = is_sprite_world(data_dir)
+    random_gen = torch.Generator().manual_seed(seed)
+    values: dict[str, list] = {k: [] for k in ("recon_psnr", "recon_ssim", "lam_psnr", "delta_t_psnr")}
+    values.update({f"rollout_psnr@{k}": [] for k in ROLLOUT_KS if k < length})
+    if sprites:
+        for k in ROLLOUT_KS:
+            if k < length:
+                values.update({f"player_pos_error@{k}": [], f"player_present@{k}": [], f"player_within_2px@{k}": []})
+    token_ids, lam_ids, truths = [], [], []
+    tok_window, lam_window = world.tokenizer.cfg.max_frames, world.lam.cfg.max_frames
+    for index, batch in enumerate(tqdm(loader, desc="evaluating", unit="batch", disable=not progress)):
+        frames = batch["video"]  # uint8 (B, L, H, W, 3)
+        video = video_to_float(frames).to(world.device)  # (B, L, 3, H, W)
+        ids = world.tokenizer.encode(video[:, :tok_window])
         recon = world.tokenizer.decode(ids).clamp(0, 1)
-        sums["recon_psnr"].append(psnr(recon, video).flatten())
-        sums["recon_ssim"].append(ssim(recon, video).flatten())
-        token_ids.append(ids.cpu())
-        _, actions, _, z = world.lam.encode(video)
-        pred, _, _ = world.lam(video)
-        sums["lam_psnr"].append(psnr(pred, video[:, 1:]).flatten())
+        values["recon_psnr"].append(psnr(recon, video[:, :tok_window]).mean(1).cpu())
+        values["recon_ssim"].append(ssim(recon, video[:, :tok_window]).mean(1).cpu())
+        token_ids.append(ids.cpu().flatten())
+        pred, _, _ = world.lam(video[:, :lam_window])
+        values["lam_psnr"].append(psnr(pred, video[:, 1:lam_window]).mean(1).cpu())
+        actions, _ = lam_actions(world.lam, video)  # (B, L-1)
         lam_ids.append(actions.cpu())
-        lam_features.append(z.float().cpu())
         truths.append(batch["actions"])
-        flat_ids = rearrange(ids, "b t h w -> b t (h w)")
-        inferred = rollout_video(world.tokenizer, world.dynamics, flat_ids, actions, 1, world.steps, world.temperature, generator)
-        random_actions = torch.randint(0, world.num_actions, actions.shape, device=world.device, generator=generator)
-        randomised = rollout_video(world.tokenizer, world.dynamics, flat_ids, random_actions, 1, world.steps, world.temperature, generator)
-        per_frame = psnr(inferred[:, 1:], video[:, 1:])  # (B, length-1)
-        rollout.append(per_frame.cpu())
-        sums["delta_t_psnr"].append((per_frame[:, horizon - 1] - psnr(randomised[:, horizon], video[:, horizon])).cpu())
 
-    metrics = {k: float(torch.cat(v).float().mean()) for k, v in sums.items()}
-    rollout_all = torch.cat(rollout).mean(0)
-    for k in (1, 4, 8):
-        if k <= len(rollout_all):
-            metrics[f"rollout_psnr@{k}"] = float(rollout_all[k - 1])
-    metrics.update(codebook_stats(torch.cat([t.flatten() for t in token_ids]), world.tokenizer.num_codes))
+        generated = rollout_frames(world, frames[:, 0], actions, seed + index)  # (B, L-1, 3, H, W)
+        per_frame = psnr(generated, video[:, 1:]).cpu()  # (B, L-1)
+        random_actions = torch.randint(0, world.num_actions, (len(frames), horizon), generator=random_gen).to(world.device)
+        randomised = rollout_frames(world, frames[:, 0], random_actions, seed + index)
+        values["delta_t_psnr"].append(per_frame[:, horizon - 1] - psnr(randomised[:, -1], video[:, horizon]).cpu())
+        for k in ROLLOUT_KS:
+            if k < length:
+                values[f"rollout_psnr@{k}"].append(per_frame[:, k - 1])
+        if sprites:
+            real_pos, _ = player_position(video[:, 1:].cpu())
+            fake_pos, found = player_position(generated.cpu())
+            error = (fake_pos - real_pos).norm(dim=-1)  # (B, L-1), nan where the player is gone
+            for k in ROLLOUT_KS:
+                if k < length:
+                    values[f"player_pos_error@{k}"].append(error[:, k - 1])
+                    values[f"player_present@{k}"].append(found[:, k - 1].float())
+                    values[f"player_within_2px@{k}"].append((error[:, k - 1] <= 2).float())  # nan <= 2 is False
+
+    metrics = summarise(values, seed)
+    metrics.update(codebook_stats(torch.cat(token_ids), world.tokenizer.num_codes))
     lam_stats = codebook_stats(torch.cat([a.flatten() for a in lam_ids]), world.num_actions)
     metrics.update({f"lam_{k}": v for k, v in lam_stats.items()})
     truth = torch.cat(truths).flatten().numpy()
-    known = truth >= 0
-    if known.sum() >= 8:
-        latent = torch.cat([a.flatten() for a in lam_ids]).numpy()
-        features = torch.cat(lam_features).reshape(len(truth), -1).numpy()
-        metrics["action_nmi"] = normalized_mutual_info(latent[known], truth[known])
-        metrics["action_probe_acc"] = linear_probe_accuracy(features[known], truth[known], seed=seed)
-    metrics["num_clips"] = len(clips)
-    metrics["clip_frames"] = length
-    metrics["horizon"] = horizon
+    if (truth >= 0).sum() >= 8:
+        # the probe, NMI and the inverse-dynamics ceiling on one split of up to 4096 labelled transitions of
+        # the scored files, held-out half by episode (genie/actions.py)
+        metrics.update(action_scores(world, videos, seed=seed, progress=progress))
+    metrics.update({"num_clips": len(clips), "num_videos": len(videos), "split": split,
+                    "training_videos_scored": num_seen, "clip_frames": length, "horizon": horizon})
     return metrics
 
 
+def _interval(metrics: dict, key: str) -> str:
+    low, high = metrics.get(f"{key}_ci95", (float("nan"), float("nan")))
+    return f"[{low:7.3f}, {high:7.3f}]" if np.isfinite(low) else ""
+
+
 def summary(metrics: dict) -> str:
-    lines = [f"evaluated {metrics['num_clips']} clips of {metrics['clip_frames']} frames"]
+    """The human-readable report of `evaluate`'s metrics: one line a metric, with its 95 % interval."""
+    seen = metrics.get("training_videos_scored", -1)
+    where = (f"the {metrics['split']} split: {metrics['num_videos']} videos" if metrics.get("split") else "")
+    lines = [f"evaluated {metrics['num_clips']} clips of {metrics['clip_frames']} frames from {where}"]
+    if seen > 0:
+        lines.append(f"  WARNING: {seen} of these videos were training videos: these scores are not held-out")
+    elif seen < 0:
+        lines.append("  (this bundle does not record its training files: held-out status unknown)")
     rows = [("tokenizer", "recon_psnr", "dB"), ("", "recon_ssim", ""), ("", "codebook_usage", ""),
-            ("LAM", "lam_psnr", "dB"), ("", "action_nmi", ""), ("", "action_probe_acc", ""),
-            ("dynamics", "delta_t_psnr", "dB"), ("", "rollout_psnr@1", "dB"), ("", "rollout_psnr@4", "dB"), ("", "rollout_psnr@8", "dB")]
+            ("", "codebook_perplexity", ""), ("LAM", "lam_psnr", "dB"), ("", "action_nmi", ""),
+            ("", "action_probe_acc", ""), ("", "idm_ceiling_acc", ""), ("", "action_bundle_map_acc", ""), ("dynamics", "delta_t_psnr", "dB")]
+    rows += [("", f"rollout_psnr@{k}", "dB") for k in ROLLOUT_KS]
+    rows += [("player", f"player_pos_error@{k}", "px") for k in (1, 8, 16)]
+    rows += [("", f"player_within_2px@{k}", "") for k in (8, 16)] + [("", f"player_present@{k}", "") for k in (8, 16)]
     for group, key, unit in rows:
         if key in metrics:
-            lines.append(f"  {group:10s} {key:18s} {metrics[key]:8.3f} {unit}")
+            lines.append(f"  {group:10s} {key:22s} {metrics[key]:8.3f} {unit:3s} {_interval(metrics, key)}")
     if "delta_t_psnr" in metrics:
-        verdict = "actions control the world" if metrics["delta_t_psnr"] > 0.1 else "actions barely change the generated frames"
+        low = metrics.get("delta_t_psnr_ci95", [float("nan")])[0]
+        if low <= 0:
+            verdict = "no evidence that the actions control the world (the 95 % interval reaches 0)"
+        elif metrics["delta_t_psnr"] < 0.5:
+            verdict = "actions change the world, but weakly (interval above 0, mean under 0.5 dB)"
+        else:
+            verdict = "actions control the world (the 95 % interval lies above 0)"
         lines.append(f"  delta_t_psnr at t={metrics['horizon']}: {verdict}")
+    if "persistence" in metrics:
+        p = metrics["persistence"]
+        lines.append(f"  persistence: {p['steps']} random-action frames, latency p50 {p['latency_ms_p50']:.1f} ms, "
+                     f"p99 {p['latency_ms_p99']:.1f} ms; memory peak {p['memory_peak_mb']:.0f} MB, growth "
+                     f"{p['memory_growth_mb']:.1f} MB ({'flat' if p['memory_flat'] else 'GROWING'}); degenerate frames "
+                     f"{100 * p['degenerate_fraction']:.1f} % ({'COLLAPSED' if p['collapsed'] else 'no collapse'})")
     return "\n".join(lines)
 
 
 def eval_command(args) -> None:
+    """`genie eval`: evaluate, write metrics.json (and with --persistence the persistence JSON and plot), print."""
     start = time.time()
     device = resolve_device(args.device)
     world = WorldModel.load(args.model, device=device)
-    metrics = evaluate(world, args.data, max_clips=args.max_clips, horizon=args.horizon, seed=args.seed)
-    metrics.update({"model": str(args.model), "data": str(args.data), "device": str(device),
-                    "seconds": round(time.time() - start, 1)})
+    world.set_sampling(steps=getattr(args, "steps", None), temperature=getattr(args, "temperature", None))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate(world, args.data, split=args.split, max_clips=args.max_clips, horizon=args.horizon, seed=args.seed)
+    metrics.update({"model": str(args.model), "data": str(args.data), "device": str(device),
+                    "maskgit_steps": world.steps, "temperature": world.temperature})
+    if getattr(args, "persistence", 0):
+        from genie.persistence import persistence_command
+
+        metrics["persistence"] = persistence_command(world, args.data, args.split, out, steps=args.persistence, seed=args.seed)
+    metrics["seconds"] = round(time.time() - start, 1)
     out.write_text(json.dumps(metrics, indent=2))
     print(summary(metrics))
     print(f"metrics written to {out}")

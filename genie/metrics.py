@@ -1,4 +1,5 @@
-"""Metrics named as in DESIGN.md: PSNR, SSIM, codebook usage/perplexity, action NMI and linear-probe accuracy.
+"""Metrics named as in DESIGN.md: PSNR, SSIM, codebook usage/perplexity, action NMI and linear-probe accuracy,
+bootstrap intervals, and the sprite world's player position.
 
 Pixel metrics take float videos in [0, 1] of shape (..., C, H, W).
 """
@@ -6,33 +7,39 @@ Pixel metrics take float videos in [0, 1] of shape (..., C, H, W).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.clustering import normalized_mutual_info_score
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB over the last three axes (C, H, W); returns shape (...,)."""
-    mse = (pred.float().clamp(0, 1) - target.float()).pow(2).flatten(-3).mean(-1)
-    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+    """Per-image PSNR in dB of float images (..., C, H, W) in [0, 1] (pred is clamped); returns float (...,).
 
-
-def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Mean SSIM per image (uniform window, as in scikit-image's default), shape (...,)."""
+    torchmetrics' peak_signal_noise_ratio per image, with the MSE floored at 1e-10 (100 dB for identical images).
+    """
     lead = pred.shape[:-3]
     x = pred.float().clamp(0, 1).reshape(-1, *pred.shape[-3:])
     y = target.float().reshape(-1, *target.shape[-3:])
-    window = min(window, x.shape[-1], x.shape[-2])
-    c1, c2 = 0.01**2, 0.03**2
+    value = peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return value.clamp(max=100.0).reshape(lead)
 
-    def mean(v: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(v, window, stride=1)
 
-    mx, my = mean(x), mean(y)
-    vx, vy, cxy = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).reshape(lead)
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM of float images (..., C, H, W) in [0, 1]; returns float (...,).
+
+    torchmetrics' structural_similarity_index_measure (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5),
+    the window shrunk (odd) for images smaller than 11 pixels.
+    """
+    lead = pred.shape[:-3]
+    x = pred.float().clamp(0, 1).reshape(-1, *pred.shape[-3:])
+    y = target.float().reshape(-1, *target.shape[-3:])
+    kernel = min(11, (min(x.shape[-2:]) - 1) | 1)
+    value = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none", kernel_size=kernel)
+    return value.reshape(lead)
 
 
 def codebook_stats(ids: torch.Tensor, num_codes: int) -> dict[str, float]:
@@ -56,24 +63,18 @@ def code_count_stats(counts: torch.Tensor) -> dict[str, float]:
 
 
 def normalized_mutual_info(a: np.ndarray, b: np.ndarray) -> float:
-    """NMI between two label arrays, normalised by the arithmetic mean of the entropies (sklearn's default)."""
+    """NMI between two integer label arrays (N,), normalised by the arithmetic mean of the entropies
+    (torchmetrics' normalized_mutual_info_score, sklearn's default); nan when empty, 1.0 when both are constant."""
     a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
     if len(a) == 0:
         return float("nan")
-    _, ai = np.unique(a, return_inverse=True)
-    _, bi = np.unique(b, return_inverse=True)
-    joint = np.zeros((ai.max() + 1, bi.max() + 1))
-    np.add.at(joint, (ai, bi), 1)
-    joint /= joint.sum()
-    pa, pb = joint.sum(1), joint.sum(0)
-    nz = joint > 0
-    mi = float((joint[nz] * np.log(joint[nz] / (pa[:, None] * pb[None, :])[nz])).sum())
-    ha = -float((pa[pa > 0] * np.log(pa[pa > 0])).sum())
-    hb = -float((pb[pb > 0] * np.log(pb[pb > 0])).sum())
-    if ha == 0 and hb == 0:
+    if len(np.unique(a)) == 1 and len(np.unique(b)) == 1:
         return 1.0
-    denom = (ha + hb) / 2
-    return mi / denom if denom > 0 else 0.0
+    with warnings.catch_warnings():  # torchmetrics builds a sparse contingency table and warns about its checks
+        warnings.simplefilter("ignore", UserWarning)
+        value = normalized_mutual_info_score(torch.from_numpy(np.unique(a, return_inverse=True)[1]),
+                                             torch.from_numpy(np.unique(b, return_inverse=True)[1]), "arithmetic")
+    return float(value) if torch.isfinite(value) else 0.0
 
 
 def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, train_fraction: float = 0.5, steps: int = 300, seed: int = 0) -> float:
@@ -109,3 +110,45 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, train_fracti
 def mean_finite(values) -> float:
     values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return float(np.mean(values)) if values else float("nan")
+
+
+def bootstrap_interval(values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of per-clip values (N,) (Efron & Tibshirani 1993, ch. 13).
+
+    Non-finite values are dropped; (nan, nan) when fewer than two remain.
+    """
+    x = np.asarray([float(v) for v in values], dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+# the sprite world's player (genie/sprites.py draws it (250, 220, 40) with a dark centre); no ball or
+# background colour passes this test
+def player_mask(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames (..., 3, H, W) in [0, 1] -> bool (..., H, W): pixels of the sprite world's yellow player."""
+    r, g, b = frames.unbind(-3)
+    return (r > 0.7) & (g > 0.6) & (b < 0.45) & (r - b > 0.35)
+
+
+def player_position(frames: torch.Tensor, min_pixels: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroid (row, col) in pixels of the player in float frames (..., 3, H, W) -> (float (..., 2), bool (...,) found).
+
+    `found` is False where fewer than `min_pixels` player-coloured pixels are left (the player is gone);
+    the centroid is then nan.
+    """
+    mask = player_mask(frames).float()
+    h, w = mask.shape[-2:]
+    count = mask.sum((-2, -1))
+    rows = torch.arange(h, dtype=torch.float32, device=mask.device)
+    cols = torch.arange(w, dtype=torch.float32, device=mask.device)
+    cy = (mask.sum(-1) * rows).sum(-1) / count.clamp(min=1)
+    cx = (mask.sum(-2) * cols).sum(-1) / count.clamp(min=1)
+    found = count >= min_pixels
+    pos = torch.stack([cy, cx], -1)
+    return torch.where(found[..., None], pos, torch.full_like(pos, float("nan"))), found

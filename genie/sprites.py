@@ -27,9 +27,10 @@ class SpriteWorldConfig:
     ball_size: int = 4
     min_repeat: int = 1  # each sampled action is held for min_repeat..max_repeat steps
     max_repeat: int = 4
+    noise: float = 6.0  # std of the per-pixel noise on the background, in 0-255 levels
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, noise: float = 6.0) -> np.ndarray:
     coarse = rng.uniform(20, 110, size=(4, 4, 3))
     # bilinear upsampling of a 4x4 grid of colours, plus fine noise
     grid = np.linspace(0, 3, size)
@@ -37,7 +38,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     f = grid - i0
     rows = coarse[i0] * (1 - f)[:, None, None] + coarse[i0 + 1] * f[:, None, None]
     image = rows[:, i0] * (1 - f)[None, :, None] + rows[:, i0 + 1] * f[None, :, None]
-    image += rng.normal(0, 6, size=image.shape)
+    if noise > 0:
+        image += rng.normal(0, noise, size=image.shape)
     return image.clip(0, 255).astype(np.uint8)
 
 
@@ -58,7 +60,7 @@ def _draw_ball(frame: np.ndarray, y: float, x: float, side: int, colour: np.ndar
 def sample_episode(rng: np.random.Generator, cfg: SpriteWorldConfig) -> tuple[np.ndarray, np.ndarray]:
     """One episode: frames uint8 (T, size, size, 3) and actions int64 (T-1,)."""
     size, side = cfg.size, cfg.player
-    background = _background(rng, size)
+    background = _background(rng, size, cfg.noise)
     limit = size - side
     pos = rng.integers(0, limit // cfg.speed + 1, size=2) * cfg.speed
     balls = rng.uniform(0, size - cfg.ball_size, size=(cfg.balls, 2))

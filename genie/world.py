@@ -177,6 +177,14 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def step(self, action) -> np.ndarray:
         """Advance every batch element by one latent action (int or sequence of B ints); returns uint8 (B, H, W, 3)."""
+        return self.to_uint8(self.step_float(action))
+
+    @torch.no_grad()
+    def step_float(self, action) -> torch.Tensor:
+        """`step`, returning the new frames as float (B, 3, H, W) in [0, 1] on the model's device.
+
+        Raises RuntimeError before reset, ValueError for a wrong number of actions, ActionError for an id
+        outside 0..num_actions-1."""
         if self.state is None:
             raise RuntimeError("call reset(prompt) before step(action)")
         batch = self.state.ids.shape[0]
@@ -188,7 +196,7 @@ class WorldModel(nn.Module):
         if int(action.min()) < 0 or int(action.max()) >= self.num_actions:
             raise ActionError(f"latent action ids must be in 0..{self.num_actions - 1}, got {action.tolist()}")
         new_ids = self.state.step(action.to(self.device), self.steps, self.temperature, self.generator)
-        return self.to_uint8(self.decoder.push(self.grid_ids(new_ids)))
+        return self.decoder.push(self.grid_ids(new_ids))
 
     @staticmethod
     def to_uint8(frame: torch.Tensor) -> np.ndarray:

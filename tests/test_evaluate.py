@@ -1,0 +1,90 @@
+"""Evaluation metrics against reference values, and measures that must fail on broken worlds (no training here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genie import sprites
+from genie.heldout import fingerprint, select_videos
+from genie.metrics import bootstrap_interval, normalized_mutual_info, player_position, psnr, ssim
+from genie.persistence import degenerate_frames, frame_statistics, reference_bounds
+
+
+def test_psnr_of_a_known_error_and_ssim_of_identical_images():
+    target = torch.full((2, 3, 16, 16), 0.5)
+    assert torch.allclose(psnr(target + 0.1, target), torch.full((2,), 20.0), atol=1e-4)  # MSE 0.01 -> 20 dB
+    image = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(ssim(image, image), torch.ones(2), atol=1e-5)
+    assert (ssim(torch.rand(2, 3, 16, 16), image) < 0.2).all()
+
+
+def test_nmi_is_one_for_relabelled_and_near_zero_for_independent_labels():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, 4000)
+    assert normalized_mutual_info(a, (a + 3) % 5) == pytest.approx(1.0, abs=1e-6)
+    assert normalized_mutual_info(a, rng.integers(0, 5, 4000)) < 0.01
+
+
+def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_clips():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(1.0, 1.0, 20), rng.normal(1.0, 1.0, 2000)
+    lo_s, hi_s = bootstrap_interval(small)
+    lo_l, hi_l = bootstrap_interval(large)
+    assert lo_s < small.mean() < hi_s and lo_l < 1.0 < hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 5
+    assert bootstrap_interval([0.0] * 10) == (0.0, 0.0)
+    assert np.isnan(bootstrap_interval([1.0])[0])
+
+
+def test_player_position_finds_the_drawn_player_and_notices_when_it_is_gone():
+    rng = np.random.default_rng(0)
+    frames, _ = sprites.sample_episode(rng, sprites.SpriteWorldConfig())
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    pos, found = player_position(video)
+    assert found.all()
+    steps = (pos[1:] - pos[:-1]).norm(dim=-1)
+    assert set(np.round(steps.numpy(), 3)) <= {0.0, 2.0}  # the player moves 2 px a step or stands
+    frame = sprites._background(rng, 32)
+    sprites._draw_player(frame, 10, 20, 6)
+    pos, found = player_position(torch.from_numpy(frame).permute(2, 0, 1).float() / 255)
+    assert found and torch.allclose(pos, torch.tensor([12.5, 22.5]))
+    _, found = player_position(torch.from_numpy(sprites._background(rng, 32)).permute(2, 0, 1).float() / 255)
+    assert not found
+
+
+@pytest.fixture(scope="module")
+def real_clips():
+    rng = np.random.default_rng(1)
+    return [torch.from_numpy(sprites.sample_episode(rng, sprites.SpriteWorldConfig())[0]).permute(0, 3, 1, 2).float() / 255
+            for _ in range(8)]
+
+
+def test_collapse_measure_passes_real_video_and_flags_blank_noise_and_frozen_frames(real_clips):
+    bounds = reference_bounds(real_clips[:4])
+    for clip in real_clips[4:]:  # other episodes than the reference
+        assert degenerate_frames(frame_statistics(clip), bounds).mean() < 0.05
+    clip = real_clips[4]
+    blank = torch.full_like(clip, 0.4)
+    noise = torch.rand_like(clip)
+    frozen = clip[:1].expand_as(clip)
+    for name, broken in (("blank", blank), ("noise", noise), ("frozen", frozen)):
+        bad = degenerate_frames(frame_statistics(broken), bounds)
+        assert bad[1:].mean() > 0.9, name
+
+
+def test_eval_split_follows_the_training_split_and_counts_training_files(tmp_path):
+    sprites.generate(tmp_path, episodes=10, seed=0, progress=False)
+    from genie.config import DataConfig
+    from genie.heldout import training_record
+
+    record = training_record(DataConfig(dir=str(tmp_path), seq_len=8, val_fraction=0.2))
+    val, seen_val = select_videos(tmp_path, "val", 8, record, progress=False)
+    train, seen_train = select_videos(tmp_path, "train", 8, record, progress=False)
+    everything, seen_all = select_videos(tmp_path, "all", 8, record, progress=False)
+    assert (len(val), len(train), len(everything)) == (2, 8, 10)
+    assert (seen_val, seen_train, seen_all) == (0, 8, 8)
+    assert {fingerprint(v.path) for v in val}.isdisjoint(record["train_fingerprints"])
+    _, unknown = select_videos(tmp_path, "val", 8, None, progress=False)
+    assert unknown == -1
