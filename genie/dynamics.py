@@ -31,11 +31,19 @@ class DynamicsConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     mask_ratio_min: float = 0.5  # Genie draws each frame's mask ratio from U(0.5, 1)
+    # probability that a frame is left unmasked in training (at least one token is still masked): a clean
+    # past frame to copy from, as sampling always has; with every frame half masked, recalling a training
+    # episode beat copying from the context on small data (docs/results.md)
+    clean_context_prob: float = 0.0
     # training-time corruption of the tokens left unmasked: each frame replaces a fraction drawn from
     # U(0, context_noise) of them with random ids, and the loss asks for the true ids there too, so the
     # model learns to read past frames it generated itself, errors included (GameNGen, Valevski et al. 2024,
     # sec. 3.2.1 noises its context frames for the same reason); 0 turns it off
     context_noise: float = 0.0
+    # logits from the token embedding matrix (MaskGIT's output layer, Chang et al. 2022, and BERT's): a token
+    # the model has to copy from the previous frame scores by its own embedding, so copying works for token
+    # combinations never seen in training instead of being learned per token (docs/results.md)
+    tie_embeddings: bool = False
     # sampling defaults, overridable per call
     maskgit_steps: int = 8
     temperature: float = 1.0
@@ -54,7 +62,12 @@ class DynamicsModel(nn.Module):
         self.transformer = STTransformer(
             STConfig(cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, qk_norm=True, causal_time=True)
         )
-        self.head = nn.Linear(cfg.dim, cfg.num_codes)
+        if cfg.tie_embeddings:
+            # BERT/MaskGIT's MLM head: dense + GELU + LayerNorm, then the embedding matrix and a per-token bias
+            self.head = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.LayerNorm(cfg.dim))
+            self.head_bias = nn.Parameter(torch.zeros(cfg.num_codes))
+        else:
+            self.head = nn.Linear(cfg.dim, cfg.num_codes)
         nn.init.trunc_normal_(self.token_embed.weight, std=0.02)
         nn.init.trunc_normal_(self.action_embed.weight, std=0.02)
         self._compiled_pass = None  # set by compile_sampling()
@@ -72,12 +85,22 @@ class DynamicsModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """ids (B, T, S), actions (B, T-1) -> logits (B, T, S, num_codes)."""
-        return self.head(self.transformer(self.embed(ids, self.prev_actions(actions))))
+        return self.logits(self.transformer(self.embed(ids, self.prev_actions(actions))))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Transformer output (..., D) -> logits over the codebook (..., num_codes)."""
+        if not self.cfg.tie_embeddings:
+            return self.head(h)
+        return self.head(h) @ self.token_embed.weight[: self.cfg.num_codes].t() + self.head_bias
 
     def random_mask(self, ids: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Boolean mask (B, T, S): each frame masks a fraction drawn from U(mask_ratio_min, 1) of its tokens."""
+        """Boolean mask (B, T, S): each frame masks a fraction drawn from U(mask_ratio_min, 1) of its tokens (with
+        probability clean_context_prob only one token)."""
         b, t, s = ids.shape
         ratio = torch.empty(b, t, 1, device=ids.device).uniform_(self.cfg.mask_ratio_min, 1.0, generator=generator)
+        if self.cfg.clean_context_prob > 0:
+            clean = torch.rand(b, t, 1, device=ids.device, generator=generator) < self.cfg.clean_context_prob
+            ratio = torch.where(clean, torch.zeros_like(ratio), ratio)
         # exactly round(ratio * S) tokens per frame, at random positions (at least one)
         num_masked = (ratio * s).round().clamp(min=1)
         ranks = torch.rand(b, t, s, device=ids.device, generator=generator).argsort(-1).argsort(-1)
@@ -169,7 +192,7 @@ class DynamicsModel(nn.Module):
         """One new frame's embedded tokens x (B, 1, S, D) against the past frames' cache -> (float logits
         (B, 1, S, V), the frame's per-block kv). The per-frame work of sampling; `compile_sampling` compiles it."""
         h, new_kv = self.transformer.step(x, cache)
-        return self.head(h).float(), new_kv
+        return self.logits(h).float(), new_kv
 
     def compile_sampling(self, mode: str | None = None) -> None:
         """torch.compile the per-frame pass of sampling (default mode: CUDA graphs on a GPU, fused kernels on

@@ -44,13 +44,15 @@ def select_videos(data_dir: str | Path, split: str, min_frames: int, record: dic
     """The usable videos of `data_dir` in `split` ("val" | "train" | "all"), and how many of them are training files.
 
     The split is the one training used (its val_fraction and seed from `record`, else the defaults).
-    Without a record the training files are unknown and the count is -1. Raises ValueError for an
+    Without a record the training files are unknown and the count is -1. Raises ConfigError for an
     unknown split and genie.data.DataError when no video is usable.
     """
     from genie.data import split_by_file, usable_videos
 
     if split not in SPLITS:
-        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+        from genie.config import ConfigError
+
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     root = Path(data_dir)
     videos = usable_videos(root, min_frames=min_frames, progress=progress)
     record = record or {}
