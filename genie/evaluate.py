@@ -65,17 +65,28 @@ def rollout_frames(world: WorldModel, first: torch.Tensor, actions: torch.Tensor
     return torch.stack([world.step_float(actions[:, n]) for n in range(actions.shape[1])], 1)
 
 
-def summarise(values: dict[str, list], seed: int = 0) -> dict:
-    """Per-clip values -> {key: mean, key_ci95: [low, high]}; keys without finite values are left out."""
+def summarise(values: dict[str, list], groups: np.ndarray, seed: int = 0) -> dict:
+    """Per-clip values -> {key: mean, key_ci95: [low, high]} with the interval of a bootstrap over the videos
+    `groups` (N,) the clips come from; keys without finite values are left out."""
     out = {}
     for key, parts in values.items():
         x = torch.cat([torch.as_tensor(p, dtype=torch.float64).flatten() for p in parts]).numpy() if parts else np.array([])
-        finite = x[np.isfinite(x)]
-        if len(finite) == 0:
+        if not np.isfinite(x).any():
             continue
-        out[key] = float(finite.mean())
-        out[f"{key}_ci95"] = list(bootstrap_interval(finite, seed=seed))
+        out[key] = float(x[np.isfinite(x)].mean())
+        out[f"{key}_ci95"] = list(bootstrap_interval(x, groups=groups[: len(x)], seed=seed))
     return out
+
+
+def json_safe(value):
+    """nan and inf -> None (JSON has no NaN), recursively through dicts and lists."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 @torch.no_grad()
@@ -90,6 +101,8 @@ def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_cl
 
     if horizon < 1:
         raise ConfigError(f"--horizon must be at least 1, got {horizon}")
+    if max_clips < 1:
+        raise ConfigError(f"--max-clips must be at least 1, got {max_clips}")
     length = 1 + max(horizon, rollout_frames_k)
     videos, num_seen = select_videos(data_dir, split, length, world.meta.get("training"), progress=progress)
     clips = VideoClips(videos, length, world.resolution, max_clips=max_clips)
@@ -136,7 +149,8 @@ def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_cl
                     values[f"player_present@{k}"].append(found[:, k - 1].float())
                     values[f"player_within_2px@{k}"].append((error[:, k - 1] <= 2).float())  # nan <= 2 is False
 
-    metrics = summarise(values, seed)
+    # clips of one video are not independent: intervals resample videos (a cluster bootstrap)
+    metrics = summarise(values, np.array([video for video, _ in clips.clips]), seed)
     metrics.update(codebook_stats(torch.cat(token_ids), world.tokenizer.num_codes))
     lam_stats = codebook_stats(torch.cat([a.flatten() for a in lam_ids]), world.num_actions)
     metrics.update({f"lam_{k}": v for k, v in lam_stats.items()})
@@ -151,14 +165,14 @@ def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_cl
 
 
 def _interval(metrics: dict, key: str) -> str:
-    low, high = metrics.get(f"{key}_ci95", (float("nan"), float("nan")))
-    return f"[{low:7.3f}, {high:7.3f}]" if np.isfinite(low) else ""
+    low, high = metrics.get(f"{key}_ci95") or (None, None)
+    return f"[{low:7.3f}, {high:7.3f}]" if low is not None and np.isfinite(low) else ""
 
 
 def summary(metrics: dict) -> str:
     """The human-readable report of `evaluate`'s metrics: one line a metric, with its 95 % interval."""
     seen = metrics.get("training_videos_scored", -1)
-    where = (f"the {metrics['split']} split: {metrics['num_videos']} videos" if metrics.get("split") else "")
+    where = f"the {metrics['split']} split: {metrics['num_videos']} videos" if metrics.get("split") else "the folder"
     lines = [f"evaluated {metrics['num_clips']} clips of {metrics['clip_frames']} frames from {where}"]
     if seen > 0:
         lines.append(f"  WARNING: {seen} of these videos were training videos: these scores are not held-out")
@@ -174,8 +188,8 @@ def summary(metrics: dict) -> str:
         if key in metrics:
             lines.append(f"  {group:10s} {key:22s} {metrics[key]:8.3f} {unit:3s} {_interval(metrics, key)}")
     if "delta_t_psnr" in metrics:
-        low = metrics.get("delta_t_psnr_ci95", [float("nan")])[0]
-        if low <= 0:
+        low = (metrics.get("delta_t_psnr_ci95") or [None])[0]
+        if low is None or not low > 0:  # no interval (fewer than two videos) is no evidence either
             verdict = "no evidence that the actions control the world (the 95 % interval reaches 0)"
         elif metrics["delta_t_psnr"] < 0.5:
             verdict = "actions change the world, but weakly (interval above 0, mean under 0.5 dB)"
@@ -202,11 +216,17 @@ def eval_command(args) -> None:
     metrics = evaluate(world, args.data, split=args.split, max_clips=args.max_clips, horizon=args.horizon, seed=args.seed)
     metrics.update({"model": str(args.model), "data": str(args.data), "device": str(device),
                     "maskgit_steps": world.steps, "temperature": world.temperature})
+    metrics = json_safe(metrics)
+    metrics["seconds"] = round(time.time() - start, 1)
+    out.write_text(json.dumps(metrics, indent=2))  # written before the persistence rollout, which can fail alone
     if getattr(args, "persistence", 0):
         from genie.persistence import persistence_command
 
-        metrics["persistence"] = persistence_command(world, args.data, args.split, out, steps=args.persistence, seed=args.seed)
-    metrics["seconds"] = round(time.time() - start, 1)
-    out.write_text(json.dumps(metrics, indent=2))
+        if args.persistence < 2:
+            raise ConfigError(f"--persistence needs at least 2 steps, got {args.persistence}")
+        metrics["persistence"] = json_safe(persistence_command(world, args.data, args.split, out,
+                                                               steps=args.persistence, seed=args.seed))
+        metrics["seconds"] = round(time.time() - start, 1)
+        out.write_text(json.dumps(metrics, indent=2))
     print(summary(metrics))
     print(f"metrics written to {out}")

@@ -16,11 +16,19 @@ _HEAD_BYTES = 1 << 20
 
 
 def fingerprint(path: str | Path) -> str:
-    """sha1 of a file's size and first MiB: a short content digest, str of 16 hex digits."""
+    """A short content digest (str of 16 hex digits): sha1 of a file's size and first MiB; for a folder of
+    numbered images (a video too), of its files' names and sizes and the first file's head."""
     path = Path(path)
-    digest = hashlib.sha1(str(path.stat().st_size).encode())
-    with open(path, "rb") as f:
-        digest.update(f.read(_HEAD_BYTES))
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        digest = hashlib.sha1(repr([(p.name, p.stat().st_size) for p in files]).encode())
+        head = files[0] if files else None
+    else:
+        digest = hashlib.sha1(str(path.stat().st_size).encode())
+        head = path
+    if head is not None:
+        with open(head, "rb") as f:
+            digest.update(f.read(_HEAD_BYTES))
     return digest.hexdigest()[:16]
 
 
@@ -29,11 +37,12 @@ def training_record(data_cfg, progress: bool = False) -> dict:
 
     Keys: data_dir, val_fraction, seed, train_files (paths relative to data_dir), train_fingerprints.
     """
-    from genie.data import split_by_file, usable_videos
+    from genie.data import VideoDataModule
 
     root = Path(data_cfg.dir)
-    videos = usable_videos(root, min_frames=data_cfg.seq_len, progress=progress)
-    train, _ = split_by_file(videos, root, data_cfg.val_fraction, data_cfg.seed)
+    datamodule = VideoDataModule(data_cfg)
+    datamodule.setup()
+    train = getattr(datamodule.train_set, "videos", None) or datamodule.train_set.clips.videos  # CachedClips wraps
     return {"data_dir": str(root), "val_fraction": data_cfg.val_fraction, "seed": data_cfg.seed,
             "train_files": [v.path.relative_to(root).as_posix() for v in train],
             "train_fingerprints": [fingerprint(v.path) for v in train]}
@@ -43,8 +52,9 @@ def select_videos(data_dir: str | Path, split: str, min_frames: int, record: dic
                   progress: bool = True) -> tuple[list, int]:
     """The usable videos of `data_dir` in `split` ("val" | "train" | "all"), and how many of them are training files.
 
-    The split is the one training used (its val_fraction and seed from `record`, else the defaults).
-    Without a record the training files are unknown and the count is -1. Raises ConfigError for an
+    With a record, "train" is the files whose fingerprints it lists and "val" every other file (all of a folder
+    the model never saw); without one, the folder is split as training would (genie.data.split_by_file with the
+    default val_fraction and seed), the training files are unknown and the count is -1. Raises ConfigError for an
     unknown split and genie.data.DataError when no video is usable.
     """
     from genie.data import split_by_file, usable_videos
@@ -55,11 +65,18 @@ def select_videos(data_dir: str | Path, split: str, min_frames: int, record: dic
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     root = Path(data_dir)
     videos = usable_videos(root, min_frames=min_frames, progress=progress)
-    record = record or {}
-    if split != "all" and len(videos) > 1:
-        train, val = split_by_file(videos, root, record.get("val_fraction", 0.1), record.get("seed", 0))
-        videos = val if split == "val" else train
-    if "train_fingerprints" not in record:
+    if not record or "train_fingerprints" not in record:
+        if split != "all" and len(videos) > 1:
+            train, val = split_by_file(videos, root, 0.1, 0)
+            videos = val if split == "val" else train
         return videos, -1
     seen = set(record["train_fingerprints"])
-    return videos, sum(fingerprint(v.path) in seen for v in videos)
+    trained = [fingerprint(v.path) in seen for v in videos]
+    if split != "all":
+        videos = [v for v, t in zip(videos, trained) if t == (split == "train")]
+        trained = [split == "train"] * len(videos)
+    if not videos:
+        from genie.data import DataError
+
+        raise DataError(f"{root}: no usable video of {min_frames}+ frames in the {split} split; try --split all")
+    return videos, sum(trained)

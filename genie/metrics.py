@@ -112,17 +112,25 @@ def mean_finite(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def bootstrap_interval(values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(values, groups=None, confidence: float = 0.95, resamples: int = 2000,
+                       seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of per-clip values (N,) (Efron & Tibshirani 1993, ch. 13).
 
-    Non-finite values are dropped; (nan, nan) when fewer than two remain.
+    With `groups` (N,) (e.g. the video each clip comes from) whole groups are resampled (the cluster
+    bootstrap), since clips of one video are not independent. Non-finite values are dropped; (nan, nan)
+    when fewer than two values or groups remain.
     """
     x = np.asarray([float(v) for v in values], dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if len(x) < 2:
+    g = np.arange(len(x)) if groups is None else np.asarray(groups)
+    keep = np.isfinite(x)
+    x, g = x[keep], g[keep]
+    _, g = np.unique(g, return_inverse=True)
+    if len(x) < 2 or g.max() < 1:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(1)
+    sums, counts = np.bincount(g, weights=x), np.bincount(g).astype(np.float64)
+    draws = rng.integers(0, len(sums), size=(resamples, len(sums)))
+    means = sums[draws].sum(1) / counts[draws].sum(1)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(low), float(high)
@@ -136,11 +144,12 @@ def player_mask(frames: torch.Tensor) -> torch.Tensor:
     return (r > 0.7) & (g > 0.6) & (b < 0.45) & (r - b > 0.35)
 
 
-def player_position(frames: torch.Tensor, min_pixels: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def player_position(frames: torch.Tensor, min_pixels: int = 20, max_extent: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Centroid (row, col) in pixels of the player in float frames (..., 3, H, W) -> (float (..., 2), bool (...,) found).
 
-    `found` is False where fewer than `min_pixels` player-coloured pixels are left (the player is gone);
-    the centroid is then nan.
+    `found` is False unless the player is there in one piece: at least `min_pixels` player-coloured pixels
+    (an intact 6x6 player has 32) within a box of at most `max_extent` pixels a side (a player broken into
+    corners or bars has neither); the centroid is then nan.
     """
     mask = player_mask(frames).float()
     h, w = mask.shape[-2:]
@@ -149,6 +158,14 @@ def player_position(frames: torch.Tensor, min_pixels: int = 6) -> tuple[torch.Te
     cols = torch.arange(w, dtype=torch.float32, device=mask.device)
     cy = (mask.sum(-1) * rows).sum(-1) / count.clamp(min=1)
     cx = (mask.sum(-2) * cols).sum(-1) / count.clamp(min=1)
-    found = count >= min_pixels
+
+    def extent(profile: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # occupied span along one axis
+        occupied = profile > 0
+        last = torch.where(occupied, index, torch.full_like(index, -1)).amax(-1)
+        first = torch.where(occupied, index, torch.full_like(index, 1e9)).amin(-1)
+        return last - first + 1
+
+    size = torch.maximum(extent(mask.sum(-1), rows), extent(mask.sum(-2), cols))
+    found = (count >= min_pixels) & (size <= max_extent)
     pos = torch.stack([cy, cx], -1)
     return torch.where(found[..., None], pos, torch.full_like(pos, float("nan"))), found
