@@ -3,7 +3,7 @@
 A player sprite (a yellow block with a dark centre) moves by one of five actions: noop, up, down, left,
 right, under a random policy with sticky actions that never walks into a wall. Two coloured balls
 bounce around on their own, so that not every change between frames is caused by the action. The
-background is a smooth random texture, fixed per episode. Deterministic given a seed.
+background is a smooth random colour gradient, fixed per episode (per-pixel noise optional). Deterministic given a seed.
 """
 
 from __future__ import annotations
@@ -27,12 +27,15 @@ class SpriteWorldConfig:
     ball_size: int = 4
     min_repeat: int = 1  # each sampled action is held for min_repeat..max_repeat steps
     max_repeat: int = 4
-    noise: float = 6.0  # std of the per-pixel noise on the background, in 0-255 levels
+    # std of per-pixel noise on the background, in 0-255 levels. 0 by default: noise nothing in the game
+    # predicts is error no world model should be charged for; at the demo budget smooth backgrounds
+    # reconstruct 1.4 dB better (held-out SSIM 0.80 vs 0.66; docs/results.md)
+    noise: float = 0.0
 
 
-def _background(rng: np.random.Generator, size: int, noise: float = 6.0) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, noise: float = 0.0) -> np.ndarray:
     coarse = rng.uniform(20, 110, size=(4, 4, 3))
-    # bilinear upsampling of a 4x4 grid of colours, plus fine noise
+    # bilinear upsampling of a 4x4 grid of colours, plus optional fine noise
     grid = np.linspace(0, 3, size)
     i0 = np.floor(grid).astype(int).clip(0, 2)
     f = grid - i0
