@@ -88,3 +88,59 @@ def test_eval_split_follows_the_training_split_and_counts_training_files(tmp_pat
     assert {fingerprint(v.path) for v in val}.isdisjoint(record["train_fingerprints"])
     _, unknown = select_videos(tmp_path, "val", 8, None, progress=False)
     assert unknown == -1
+
+
+class OracleLAM:
+    """A LAM stand-in: every transition is code 0, and its "prediction" is the real next frame."""
+
+    cfg = type("Cfg", (), {"max_frames": 8})
+
+    def encode(self, video):
+        b, t = video.shape[:2]
+        return None, torch.zeros(b, t - 1, dtype=torch.long), None, torch.zeros(b, t - 1, 2)
+
+    def __call__(self, video):
+        return video[:, 1:], None, None
+
+
+class OracleWorld:
+    """A stand-in world whose generated frames are the real next frames of the clip being scored (`offset`
+    shifts them by that many frames): evaluate() must then report perfect (or, shifted, imperfect) rollouts."""
+
+    def __init__(self, clips, offset: int = 0):
+        from types import SimpleNamespace
+
+        self.clips, self.offset = clips, offset
+        self.meta, self.resolution, self.device, self.num_actions = {}, 32, torch.device("cpu"), 5
+        codes = lambda v: torch.zeros(v.shape[0], v.shape[1], 2, 2, dtype=torch.long)  # noqa: E731
+        self.tokenizer = SimpleNamespace(cfg=SimpleNamespace(max_frames=8), num_codes=4, encode=codes,
+                                         decode=lambda ids: torch.zeros(ids.shape[0], ids.shape[1], 3, 32, 32))
+        self.lam = OracleLAM()
+
+    def reset(self, first, seed=None):
+        # which clips these first frames open
+        firsts = torch.stack([self.clips[i]["video"][0] for i in range(len(self.clips))])
+        self.rows = [int((firsts == torch.from_numpy(f[0])).flatten(1).all(1).nonzero()[0]) for f in first]
+        self.t = 0
+
+    def step_float(self, action):
+        self.t += 1
+        t = min(self.t + self.offset, self.clips.seq_len - 1)
+        return torch.stack([self.clips[r]["video"][t] for r in self.rows]).permute(0, 3, 1, 2).float() / 255
+
+
+def test_eval_compares_generated_frame_k_with_real_frame_k(tmp_path, monkeypatch):
+    from genie.data import VideoClips, usable_videos
+    import genie.evaluate as ev
+
+    sprites.generate(tmp_path, episodes=4, seed=3, progress=False)
+    clips = VideoClips(usable_videos(tmp_path, 17, progress=False), 17, 32, max_clips=8)
+    monkeypatch.setattr(ev, "action_scores", lambda *a, **k: {})  # the IDM has its own tests (test_actions.py)
+    for offset, perfect in ((0, True), (1, False)):
+        world = OracleWorld(clips, offset)
+        metrics = ev.evaluate(world, tmp_path, split="all", max_clips=8, progress=False)
+        if perfect:
+            assert metrics["rollout_psnr@1"] == pytest.approx(100) and metrics["rollout_psnr@16"] == pytest.approx(100)
+            assert metrics["player_pos_error@8"] == 0 and metrics["player_present@8"] == 1
+        else:
+            assert metrics["rollout_psnr@1"] < 40 and metrics["player_pos_error@8"] > 0
