@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from genie.metrics import fit_probe_accuracy
 from genie.world import ActionError
 
 log = logging.getLogger(__name__)
@@ -407,23 +408,9 @@ def _probe_acc(features: np.ndarray, labels: np.ndarray, train: np.ndarray, step
     if found is None:
         return float("nan")
     classes, y = found
-    x = torch.from_numpy(np.asarray(features, dtype=np.float32))
-    x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-6)
-    y = torch.from_numpy(y)
     tr = torch.from_numpy(train)
-    with torch.enable_grad():
-        probe = nn.Linear(x.shape[1], len(classes))
-        optimizer = torch.optim.LBFGS(probe.parameters(), lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
-
-        def closure():
-            optimizer.zero_grad()
-            loss = F.cross_entropy(probe(x[tr]), y[tr]) + 1e-4 * probe.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-    with torch.no_grad():
-        return float((probe(x[~tr]).argmax(-1) == y[~tr]).float().mean())
+    return fit_probe_accuracy(torch.from_numpy(np.asarray(features, dtype=np.float32)), torch.from_numpy(y), tr, ~tr,
+                              len(classes), steps)
 
 
 def action_scores(world, data, frame_stride: int | None = None, max_transitions: int = 4096, split_by: str = "episode",

@@ -89,11 +89,18 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, train_fracti
     cut = max(1, min(n - 1, int(n * train_fraction)))
     train, test = order[:cut], order[cut:]
     _, y = np.unique(labels, return_inverse=True)
-    x = torch.from_numpy(features)
+    return fit_probe_accuracy(torch.from_numpy(features), torch.from_numpy(y), torch.from_numpy(train),
+                              torch.from_numpy(test), int(y.max()) + 1, steps)
+
+
+def fit_probe_accuracy(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor, num_classes: int,
+                       steps: int = 300) -> float:
+    """Held-out accuracy of a multinomial logistic regression (L-BFGS, L2 1e-4) from features x (N, D) float to
+    class ids y (N,) long, fitted on the `train` rows and scored on the `test` rows (index or bool tensors);
+    features are standardised with the train rows' statistics."""
     x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-6)
-    y = torch.from_numpy(y)
     with torch.enable_grad():
-        probe = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
+        probe = torch.nn.Linear(x.shape[1], num_classes)
         opt = torch.optim.LBFGS(probe.parameters(), lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
 
         def closure():
