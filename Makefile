@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test test-fast demo clean
 
 $(STAMP): pyproject.toml
 	@# the play-page test drives Debian's chromium; without it (no root, no apt) that one test skips
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the whole suite (about 25 minutes on a 2-core CPU, most of it in the tests marked slow)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
+
+# the inner loop: everything but the tests marked slow (those that train models or compile training steps)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -q -m "not slow"
 
 demo: $(STAMP)
 	bash scripts/demo.sh

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from genie.bench import count_flops
@@ -21,6 +22,7 @@ def test_flop_count_of_a_linear_layer_is_two_multiply_adds_per_weight_and_row():
     assert count_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 10 * 64 * 32
 
 
+@pytest.mark.slow
 def test_bench_writes_train_play_and_decode_figures(sprite_data, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--config", str(ROOT / "configs" / "sprites" / "genie.yaml"), "--data", str(sprite_data),
@@ -70,6 +72,7 @@ def test_training_losses_never_read_back_from_the_device():
     assert loss.shape == () and stats["masked_acc"].shape == ()
 
 
+@pytest.mark.slow
 def test_compiled_training_losses_compile_once_not_every_step():
     # torch.compile specialises on Python values it reads; a counter that changes every step (as the
     # quantiser's restart schedule does) must stay outside the compiled graph or every step recompiles

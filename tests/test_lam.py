@@ -37,7 +37,7 @@ def lam_run(sprite_data, tmp_path_factory) -> Path:
     overrides = [f"data.dir={sprite_data}", f"run_dir={run_dir}", "data.num_workers=0", "data.val_fraction=0.25",
                  "train.max_steps=400", "train.val_every_steps=400", "train.sample_every_steps=400"]
     cfg = load_config(RunConfig, ROOT / "configs" / "sprites" / "lam.yaml", overrides)
-    train_stage(Task, cfg, progress=False)
+    train_stage(Task, cfg, progress=False)  # about 4.6 minutes: the tests that use it are marked slow
     return run_dir
 
 
@@ -58,6 +58,7 @@ def episode(sprite_data) -> Path:
     return discover_videos(sprite_data)[0]
 
 
+@pytest.mark.slow
 def test_lam_recovers_sprite_actions(lam_metrics):
     assert lam_metrics["action_nmi"] >= NMI_BAR, lam_metrics
     assert lam_metrics["action_probe_acc"] >= PROBE_BAR, lam_metrics
@@ -65,10 +66,12 @@ def test_lam_recovers_sprite_actions(lam_metrics):
     assert lam_metrics["lam_delta_psnr"] > 1.5, lam_metrics  # the decoder relies on the codes
 
 
+@pytest.mark.slow
 def test_training_writes_sample_videos(lam_run):
     assert list((lam_run / "samples").glob("lam_*.gif"))
 
 
+@pytest.mark.slow
 def test_decoder_never_sees_the_frame_it_predicts(lam):
     torch.manual_seed(0)
     video = torch.rand(2, lam.cfg.max_frames, 3, lam.cfg.resolution, lam.cfg.resolution)
@@ -87,6 +90,7 @@ def test_decoder_never_sees_the_frame_it_predicts(lam):
     assert (pred[:, t] - pred_other_code[:, t]).abs().max() > 1e-3  # frame t+1 does depend on the code
 
 
+@pytest.mark.slow
 def test_action_of_a_transition_ignores_later_frames(lam):
     torch.manual_seed(0)
     video = torch.rand(2, lam.cfg.max_frames, 3, lam.cfg.resolution, lam.cfg.resolution)
@@ -97,6 +101,7 @@ def test_action_of_a_transition_ignores_later_frames(lam):
     assert torch.allclose(z[:, :4], z_changed[:, :4], atol=1e-5)  # transitions 0..3 end at frame <= 4
 
 
+@pytest.mark.slow
 def test_infer_actions_labels_every_transition_of_a_long_video(lam, episode):
     frames = read_video(episode)
     long_video = np.concatenate([frames, frames[::-1]])  # 96 frames, many LAM windows
@@ -108,6 +113,7 @@ def test_infer_actions_labels_every_transition_of_a_long_video(lam, episode):
     assert actions[: lam.cfg.max_frames - 1] == first[0].tolist()
 
 
+@pytest.mark.slow
 def test_infer_actions_command_writes_json_and_annotated_video(lam_run, episode, tmp_path):
     out, gif = tmp_path / "actions.json", tmp_path / "annotated.gif"
     assert main(["infer-actions", "--model", str(lam_run), str(episode), "--out", str(out), "--annotate", str(gif)]) == 0
@@ -139,6 +145,7 @@ def test_wrong_kind_of_checkpoint_is_a_one_line_error(episode, tmp_path, capsys)
     assert "tokenizer checkpoint, expected a lam checkpoint" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_unreadable_video_is_named_in_a_one_line_error(lam_run, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all")
@@ -147,6 +154,7 @@ def test_unreadable_video_is_named_in_a_one_line_error(lam_run, tmp_path, capsys
     assert "broken.mp4" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_unreadable_videos_are_skipped_but_fail_the_command(lam_run, episode, tmp_path, capsys):
     bad, out = tmp_path / "broken.mp4", tmp_path / "a.json"
     bad.write_bytes(b"")
@@ -157,6 +165,7 @@ def test_unreadable_videos_are_skipped_but_fail_the_command(lam_run, episode, tm
     assert report["failed"][0]["path"] == str(bad)
 
 
+@pytest.mark.slow
 def test_videos_are_resized_to_the_lam_resolution(lam_run, episode, tmp_path):
     big = tmp_path / "big.mp4"
     write_video(big, read_video(episode, resolution=64)[:10])
@@ -165,6 +174,7 @@ def test_videos_are_resized_to_the_lam_resolution(lam_run, episode, tmp_path):
     assert len(json.loads(out.read_text())["videos"][0]["actions"]) == 9
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_weights_only(lam_run, lam, tmp_path):
     ckpt = torch.load(lam_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["stage"] == "lam"

@@ -31,6 +31,9 @@ TINY = [
     "data.num_workers=0", "data.max_val_clips=32",
 ]
 
+# every test here uses the pipeline run that the `bundle` fixture trains (about 17 minutes)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def pipeline_data(tmp_path_factory) -> Path:

@@ -149,7 +149,8 @@ def test_shipped_configs_load(name):
 
 @pytest.fixture(scope="module")
 def trained(sprite_data, tmp_path_factory):
-    """A short CPU run on the sprite world, with the untrained model's val PSNR for comparison."""
+    """A short CPU run on the sprite world, with the untrained model's val PSNR for comparison (about 25 s: the
+    tests that use it are marked slow)."""
     cfg = run_config(tmp_path_factory.mktemp("tokenizer") / "run", sprite_data, max_steps=400)
     torch.manual_seed(cfg.train.seed)
     before = val_psnr(Task(cfg).model.eval(), cfg)
@@ -157,6 +158,7 @@ def trained(sprite_data, tmp_path_factory):
     return cfg, run_dir, before
 
 
+@pytest.mark.slow
 def test_training_on_sprites_raises_reconstruction_psnr(trained):
     cfg, run_dir, before = trained
     after = val_psnr(load_tokenizer(run_dir), cfg)
@@ -167,6 +169,7 @@ def test_training_on_sprites_raises_reconstruction_psnr(trained):
     assert sorted(p.suffix for p in (run_dir / "samples").iterdir()) == [".gif", ".png"]
 
 
+@pytest.mark.slow
 def test_checkpoint_is_self_describing_and_loads_weights_only(trained):
     cfg, run_dir, _ = trained
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
@@ -179,6 +182,7 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(trained):
     assert torch.equal(from_file.encode(video), from_folder.encode(video))
 
 
+@pytest.mark.slow
 def test_load_tokenizer_reads_a_world_model_bundle(trained, tmp_path):
     _, run_dir, _ = trained
     model = load_tokenizer(run_dir)
