@@ -31,6 +31,7 @@ from einops import rearrange
 from torch import nn
 
 from genie.metrics import fit_probe_accuracy
+from genie.resolution import DEFAULT_FIT
 from genie.world import ActionError
 
 log = logging.getLogger(__name__)
@@ -305,7 +306,7 @@ def strided_labels(truth: np.ndarray, num_frames: int, frame_stride: int) -> np.
 
 @torch.no_grad()
 def encode_episode(lam, frames: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames (T, R, R, 3) at the LAM's resolution -> latent codes int64 (T-1,) and latents float32 (T-1, code_dim).
+    """uint8 frames (T, H, W, 3) at the LAM's resolution -> latent codes int64 (T-1,) and latents float32 (T-1, code_dim).
 
     Windows of the LAM's max_frames that share their boundary frames cover each transition once, each seen
     with as much of its window before it as in a training clip's.
@@ -317,17 +318,19 @@ def encode_episode(lam, frames: np.ndarray, device: str | torch.device = "cpu", 
     batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [[s] for s in starts[len(full):]]
     codes, latents = [], []
     for batch in batches:  # windows of one length each
-        clips = torch.stack([video[s : s + window] for s in batch]).to(device)  # (N, W, 3, R, R)
+        clips = torch.stack([video[s : s + window] for s in batch]).to(device)  # (N, W, 3, H, W)
         _, ids, _, z = lam.encode(clips)
         codes.append(ids.long().cpu().flatten())
         latents.append(z.float().cpu().flatten(0, 1))
     return torch.cat(codes).numpy(), torch.cat(latents).numpy()
 
 
-def read_labelled(lam, videos: list, resolution: int, frame_stride: int = 1, max_transitions: int | None = None,
-                  seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> LabelledTransitions | None:
+def read_labelled(lam, videos: list, resolution, frame_stride: int = 1, max_transitions: int | None = None,
+                  seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
+                  fit: str = DEFAULT_FIT) -> LabelledTransitions | None:
     """The labelled transitions of `videos` (genie.data.VideoInfo each; those without a sidecar are skipped),
-    frames at `resolution`, every `frame_stride`-th frame; at most `max_transitions`, a seeded random choice
+    frames at `resolution` (int or (H, W), fitted by genie.video.fit_frames with `fit`), every `frame_stride`-th
+    frame; at most `max_transitions`, a seeded random choice
     spread over all of them. None when no transition is labelled."""
     from tqdm import tqdm
 
@@ -352,7 +355,7 @@ def read_labelled(lam, videos: list, resolution: int, frame_stride: int = 1, max
     for i, labels in tqdm(plan, desc="labelled transitions", unit="video", disable=not progress):
         if i not in chosen:
             continue
-        frames = read_video(videos[i].path, resolution=resolution)[::frame_stride][: len(labels) + 1]
+        frames = read_video(videos[i].path, resolution=resolution, fit=fit)[::frame_stride][: len(labels) + 1]
         codes, features = encode_episode(lam, frames, device)
         t = np.asarray(chosen[i])
         parts.append((frames[t], frames[t + 1], labels[t], np.full(len(t), i), codes[t], features[t]))
@@ -387,7 +390,8 @@ def action_meta(lam, videos: list, data_cfg, min_labels: int = 200, max_episodes
         if labelled >= min_labels or len(chosen) >= max_episodes:
             break
     device = next(lam.parameters()).device
-    found = read_labelled(lam, chosen, lam.cfg.resolution, data_cfg.frame_stride, device=device) if chosen else None
+    found = read_labelled(lam, chosen, lam.cfg.resolution, data_cfg.frame_stride, device=device,
+                          fit=data_cfg.fit) if chosen else None
     if found is None:
         return {}
     names = dataset_action_names(data_cfg.dir) or [f"action{a}" for a in range(int(found.labels.max()) + 1)]
@@ -441,7 +445,8 @@ def action_scores(world, data, frame_stride: int | None = None, max_transitions:
     if frame_stride is None:
         frame_stride = stored.frame_stride if stored is not None else 1
     videos = usable_videos(data, min_frames=frame_stride + 1, progress=progress) if isinstance(data, (str, Path)) else list(data)
-    found = read_labelled(world.lam, videos, world.resolution, frame_stride, max_transitions, seed, world.device, progress)
+    found = read_labelled(world.lam, videos, world.resolution, frame_stride, max_transitions, seed, world.device,
+                          progress, fit=getattr(world, "fit", DEFAULT_FIT))
     if found is None:
         return {}
     groups = found.episodes if split_by == "episode" else None

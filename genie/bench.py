@@ -20,6 +20,7 @@ from einops import rearrange
 
 from genie.config import ConfigError
 from genie.data import DataError
+from genie.resolution import DEFAULT_FIT, frame_size, json_resolution
 from genie.world import WorldModel, resolve_device
 
 
@@ -64,10 +65,11 @@ def count_flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int, seq_len: int, resolution: int,
+def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int, seq_len: int, resolution,
                      device: torch.device, dtype, steps: int = 10, warmup: int = 3, peak_tflops: float | None = None,
                      compile: bool = False) -> dict:
-    """Frames per second of forward + backward + AdamW on random clips, and the model FLOP rate.
+    """Frames per second of forward + backward + AdamW on random clips (B, T, 3, H, W) at `resolution` (int or
+    (H, W)), and the model FLOP rate.
 
     The timed loop has no host syncs: the device is synchronised once before and once after it.
     """
@@ -75,7 +77,7 @@ def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda" or None)
     run_loss = torch.compile(loss_fn) if compile else loss_fn  # traces through the model; the first calls compile
-    video = torch.rand(batch_size, seq_len, 3, resolution, resolution, device=device)
+    video = torch.rand(batch_size, seq_len, 3, *frame_size(resolution), device=device)
 
     def forward_backward(fn=run_loss):
         with _autocast(device, dtype):
@@ -115,7 +117,7 @@ def bench_play(world: WorldModel, batch_size: int, frames: int | None = None, wa
     window = world.dynamics.cfg.max_frames
     frames = frames or 2 * max(world.slide, 8)
     warmup = window if warmup is None else warmup
-    prompt = torch.randint(0, 255, (batch_size, 1, world.resolution, world.resolution, 3), dtype=torch.uint8).numpy()
+    prompt = torch.randint(0, 255, (batch_size, 1, *world.frame_size, 3), dtype=torch.uint8).numpy()
     world.reset(prompt, seed=0)
     for i in range(warmup):
         world.step([i % world.num_actions] * batch_size)
@@ -134,14 +136,14 @@ def bench_play(world: WorldModel, batch_size: int, frames: int | None = None, wa
             "play_fps": round(batch_size / float(ms.mean()) * 1000, 2)}
 
 
-def bench_decode(data_dir: str | Path, seq_len: int, resolution: int, batch_size: int = 16, workers: int = 2, batches: int = 20,
-                 frame_cache_dir: str | Path | None = None) -> dict:
+def bench_decode(data_dir: str | Path, seq_len: int, resolution, batch_size: int = 16, workers: int = 2,
+                 batches: int = 20, frame_cache_dir: str | Path | None = None, fit: str = DEFAULT_FIT) -> dict:
     """decode_frames_per_s of the training data path (decord + DataLoader workers), or with `frame_cache_dir`
     of reading clips from a frame cache there (built first if missing; genie/frames.py)."""
     from genie.data import VideoClips, usable_videos
 
     videos = usable_videos(data_dir, min_frames=seq_len, progress=False)
-    clips = VideoClips(videos, seq_len, resolution, clip_step=seq_len)
+    clips = VideoClips(videos, seq_len, resolution, clip_step=seq_len, fit=fit)
     if frame_cache_dir is not None:
         from genie.frames import CachedClips, ensure_frame_cache
 
@@ -157,7 +159,8 @@ def bench_decode(data_dir: str | Path, seq_len: int, resolution: int, batch_size
         except StopIteration:
             break
     seconds = time.perf_counter() - start
-    return {"decode_frames_per_s": round(frames / seconds, 1), "workers": workers, "resolution": resolution}
+    return {"decode_frames_per_s": round(frames / seconds, 1), "workers": workers,
+            "resolution": json_resolution(resolution)}
 
 
 # bf16 dense matmul rate measured on the lent H100 (8192^3, shared/GPU.md): the peak MFU is reported against
@@ -190,7 +193,7 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
         seq_len = tokenizer.cfg.max_frames
     else:
         tokenizer, lam, dynamics, cfgs = models_from_config(config or "configs/sprites/genie.yaml")
-        world = WorldModel(tokenizer, lam, dynamics).to(device)
+        world = WorldModel(tokenizer, lam, dynamics, fit=cfgs["tokenizer"].data.fit).to(device)
         seq_len = cfgs["tokenizer"].data.seq_len
     resolution = tokenizer.cfg.resolution
     result["model"] = str(model or config or "configs/sprites/genie.yaml")
@@ -206,7 +209,7 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
 
     if stages is None or "dynamics" in stages:  # token ids as the token cache feeds them, encoded once
         with torch.no_grad():
-            probe = torch.rand(train_batch, seq_len, 3, resolution, resolution, device=device)
+            probe = torch.rand(train_batch, seq_len, 3, *frame_size(resolution), device=device)
             tokenizer.to(device).eval()
             fixed_ids = rearrange(tokenizer.encode(probe), "b t h w -> b t (h w)")
             fixed_actions = torch.randint(0, dynamics.cfg.num_actions, (train_batch, seq_len - 1), device=device)
@@ -257,10 +260,11 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
             result["play"].append(row)
             on_row(result, "play", row)
     if data:
-        result["data"] = bench_decode(data, seq_len, resolution, workers=data_workers)
+        result["data"] = bench_decode(data, seq_len, resolution, workers=data_workers, fit=world.fit)
         try:
             with tempfile.TemporaryDirectory() as tmp:  # the same clips read from a frame cache (data.frame_cache)
-                cached = bench_decode(data, seq_len, resolution, workers=data_workers, frame_cache_dir=Path(tmp) / "frame_cache")
+                cached = bench_decode(data, seq_len, resolution, workers=data_workers,
+                                      frame_cache_dir=Path(tmp) / "frame_cache", fit=world.fit)
             result["data"]["frame_cache_frames_per_s"] = cached["decode_frames_per_s"]
         except (DataError, OSError) as e:  # no room for the cache in the temp folder: keep the decode figure
             result["data"]["frame_cache_frames_per_s"] = None

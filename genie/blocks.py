@@ -17,6 +17,8 @@ from einops import rearrange
 from timm.layers import Mlp
 from torch import nn
 
+from genie.resolution import frame_size, patch_grid
+
 
 @dataclass
 class STConfig:
@@ -162,16 +164,16 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class PatchEmbed(nn.Module):
-    """Frames (B, T, C, H, W) -> patch tokens (B, T, h*w, D) with learned space and time positions."""
+    """Frames (B, T, C, H, W) -> patch tokens (B, T, h*w, D) with learned space and time positions.
 
-    def __init__(self, patch: int, in_channels: int, dim: int, resolution: int, max_frames: int):
+    `resolution` is int (square) or (H, W); the patch must divide both sides (ValueError otherwise)."""
+
+    def __init__(self, patch: int, in_channels: int, dim: int, resolution, max_frames: int):
         super().__init__()
-        if resolution % patch:
-            raise ValueError(f"resolution {resolution} must be divisible by patch size {patch}")
         self.patch = patch
-        self.grid = resolution // patch
+        self.grid_size = patch_grid(resolution, patch)  # (h, w) tokens per frame
         self.proj = nn.Linear(in_channels * patch * patch, dim)
-        self.pos_space = nn.Parameter(torch.randn(1, 1, self.grid * self.grid, dim) * 0.02)
+        self.pos_space = nn.Parameter(torch.randn(1, 1, self.grid_size[0] * self.grid_size[1], dim) * 0.02)
         self.pos_time = nn.Parameter(torch.randn(1, max_frames, 1, dim) * 0.02)
 
     def forward(self, video: torch.Tensor, t0: int = 0) -> torch.Tensor:
@@ -180,6 +182,7 @@ class PatchEmbed(nn.Module):
         return x + self.pos_space + self.pos_time[:, t0 : t0 + x.shape[1]]
 
 
-def unpatchify(x: torch.Tensor, patch: int, grid: int, channels: int = 3) -> torch.Tensor:
-    """(B, T, h*w, p*p*C) -> (B, T, C, H, W), the inverse of PatchEmbed's rearrange."""
-    return rearrange(x, "b t (h w) (p q c) -> b t c (h p) (w q)", h=grid, w=grid, p=patch, q=patch, c=channels)
+def unpatchify(x: torch.Tensor, patch: int, grid, channels: int = 3) -> torch.Tensor:
+    """(B, T, h*w, p*p*C) -> (B, T, C, H, W), the inverse of PatchEmbed's rearrange; `grid` is h (square) or (h, w)."""
+    h, w = frame_size(grid)
+    return rearrange(x, "b t (h w) (p q c) -> b t c (h p) (w q)", h=h, w=w, p=patch, q=patch, c=channels)

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from genie.resolution import DEFAULT_FIT, Resolution, canonical_resolution, check_fit
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be applied; the message names the key and the fix."""
@@ -29,15 +31,27 @@ class DataConfig:
     seq_len: int = 16  # frames per clip
     frame_stride: int = 1  # take every n-th frame of the video
     clip_step: int = 4  # frames between the starts of consecutive training clips
-    resolution: int = 64  # frames are resized to resolution x resolution
+    # frame size: one number for square frames (64 -> 64x64) or [height, width] (Genie's 160x90 is [90, 160]);
+    # an override may also say 90x160
+    resolution: Resolution = 64
+    # how frames of another aspect ratio are fitted to `resolution` (genie/resolution.py): "crop" (centre crop
+    # to the target aspect, then resize), "pad" (resize to fit inside, black bars) or "resize" (squash)
+    fit: str = DEFAULT_FIT
     val_fraction: float = 0.1  # fraction of files held out for validation (at least one file)
     batch_size: int = 16
     num_workers: int = 2
     max_val_clips: int = 256  # validation uses at most this many clips (evenly spread)
-    # decode the training videos once into <run_dir>/frame_cache/ (uint8 at `resolution`, R*R*3 bytes a
+    # decode the training videos once into <run_dir>/frame_cache/ (uint8 at `resolution`, H*W*3 bytes a
     # frame on disk) and read clips from it instead of decoding video every step (genie/frames.py)
     frame_cache: bool = False
     seed: int = 0
+
+    def __post_init__(self):
+        try:
+            self.resolution = canonical_resolution(self.resolution, "data.resolution")
+            check_fit(self.fit, "data.fit")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclasses.dataclass
@@ -77,6 +91,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any or tp is None:
         return value
+    if tp == Resolution:  # a frame size: 64, [90, 160] or "90x160"
+        try:
+            return canonical_resolution(value, key)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:

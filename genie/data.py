@@ -20,7 +20,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genie.config import DataConfig
-from genie.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoError, numbered_images, open_video, probe_video, resize_frames
+from genie.resolution import DEFAULT_FIT, Resolution, check_fit, frame_size
+from genie.video import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    VideoError,
+    fit_frames,
+    numbered_images,
+    open_video,
+    probe_video,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +206,18 @@ class VideoClips(Dataset):
         self,
         videos: list[VideoInfo],
         seq_len: int,
-        resolution: int,
+        resolution: Resolution,
         frame_stride: int = 1,
         clip_step: int | None = None,
         max_clips: int | None = None,
+        fit: str = DEFAULT_FIT,
     ):
+        """`resolution`: int (square) or (H, W); `fit`: how frames of another aspect ratio are fitted to it
+        (genie.video.fit_frames)."""
         self.videos = videos
         self.seq_len = seq_len
         self.resolution = resolution
+        self.fit = check_fit(fit, "fit")
         self.frame_stride = frame_stride
         self.span = (seq_len - 1) * frame_stride + 1
         step = clip_step or self.span
@@ -244,8 +257,9 @@ class VideoClips(Dataset):
         return start + np.arange(self.seq_len) * self.frame_stride
 
     def decode(self, video_idx: int, frames_idx: np.ndarray) -> np.ndarray:
-        """The frames `frames_idx` of video `video_idx` as uint8 (T, R, R, 3) (CachedClips reads them from the frame cache)."""
-        return resize_frames(self._reader(video_idx).get_batch(frames_idx.tolist()), self.resolution)
+        """The frames `frames_idx` of video `video_idx` as uint8 (T, H, W, 3) at `resolution` (CachedClips reads them
+        from the frame cache)."""
+        return fit_frames(self._reader(video_idx).get_batch(frames_idx.tolist()), self.resolution, self.fit)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video_idx, start = self.clips[index]
@@ -329,10 +343,11 @@ class VideoDataModule(L.LightningDataModule):
         cfg = self.cfg
         root = Path(cfg.dir)
         span = (cfg.seq_len - 1) * cfg.frame_stride + 1
-        videos = usable_videos(root, min_frames=span, min_size=min(cfg.resolution, 8))
+        videos = usable_videos(root, min_frames=span, min_size=min(*frame_size(cfg.resolution), 8))
         train, val = split_by_file(videos, root, cfg.val_fraction, cfg.seed)
-        self.train_set = VideoClips(train, cfg.seq_len, cfg.resolution, cfg.frame_stride, cfg.clip_step)
-        self.val_set = VideoClips(val, cfg.seq_len, cfg.resolution, cfg.frame_stride, None, cfg.max_val_clips)
+        self.train_set = VideoClips(train, cfg.seq_len, cfg.resolution, cfg.frame_stride, cfg.clip_step, fit=cfg.fit)
+        self.val_set = VideoClips(val, cfg.seq_len, cfg.resolution, cfg.frame_stride, None, cfg.max_val_clips,
+                                  fit=cfg.fit)
         if self.frame_cache_dir is not None:
             from genie.frames import CachedClips, ensure_frame_cache
 

@@ -17,12 +17,13 @@ from einops import rearrange
 from torch import nn
 
 from genie.blocks import STConfig, STTransformer
+from genie.resolution import Resolution, canonical_resolution, frame_size
 
 
 @dataclass
 class DynamicsConfig:
     num_codes: int = 1024  # tokenizer codebook size (set from the tokenizer)
-    grid: int = 16  # tokens per frame side (set from the tokenizer)
+    grid: Resolution = 16  # tokens per frame: h (square) or (h, w) (set from the tokenizer)
     num_actions: int = 8  # latent actions (set from the LAM)
     max_frames: int = 16
     dim: int = 512
@@ -48,13 +49,17 @@ class DynamicsConfig:
     maskgit_steps: int = 8
     temperature: float = 1.0
 
+    def __post_init__(self):
+        self.grid = canonical_resolution(self.grid, "dynamics grid")
+
 
 class DynamicsModel(nn.Module):
     def __init__(self, cfg: DynamicsConfig):
         super().__init__()
         self.cfg = cfg
         self.mask_id = cfg.num_codes  # one extra embedding row is the [MASK] token
-        self.num_tokens = cfg.grid * cfg.grid
+        self.grid_size = frame_size(cfg.grid)  # (h, w) tokens per frame
+        self.num_tokens = self.grid_size[0] * self.grid_size[1]
         self.token_embed = nn.Embedding(cfg.num_codes + 1, cfg.dim)
         self.action_embed = nn.Embedding(cfg.num_actions + 1, cfg.dim)  # last row: "no action" for frame 0
         self.pos_space = nn.Parameter(torch.randn(1, 1, self.num_tokens, cfg.dim) * 0.02)

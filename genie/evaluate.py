@@ -29,6 +29,7 @@ from genie.config import ConfigError
 from genie.data import VideoClips, video_to_float
 from genie.heldout import select_videos
 from genie.metrics import bootstrap_interval, codebook_stats, player_position, psnr, ssim
+from genie.resolution import DEFAULT_FIT
 from genie.world import WorldModel, resolve_device
 
 ROLLOUT_KS = (1, 4, 8, 16)
@@ -105,7 +106,7 @@ def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_cl
         raise ConfigError(f"--max-clips must be at least 1, got {max_clips}")
     length = 1 + max(horizon, rollout_frames_k)
     videos, num_seen = select_videos(data_dir, split, length, world.meta.get("training"), progress=progress)
-    clips = VideoClips(videos, length, world.resolution, max_clips=max_clips)
+    clips = VideoClips(videos, length, world.resolution, max_clips=max_clips, fit=getattr(world, "fit", DEFAULT_FIT))
     loader = torch.utils.data.DataLoader(clips, batch_size=batch_size)
     sprites = is_sprite_world(data_dir)
     random_gen = torch.Generator().manual_seed(seed)

@@ -5,15 +5,15 @@ worker on the development CPU (each clip seeks from a keyframe; scripts/data_bud
 the LAM stage would consume frames several times faster than eight decode workers deliver them. With the cache, every training video is decoded once, at the training
 resolution, into `<run_dir>/frame_cache/`:
 
-    frames.npy   (F, R, R, 3) uint8: every frame of every training video, video after video
+    frames.npy   (F, H, W, 3) uint8: every frame of every training video, video after video
     offsets.npy  (V + 1,) int64: video v holds frames offsets[v] .. offsets[v+1]-1
     meta.json    what the cache was built from; written last, so a killed build is never mistaken for a
                  finished one
 
 A training clip is then one read from a memory-mapped file (contiguous at frame_stride 1). The cache is keyed by the
-training videos (path, size, modification time) and the resolution, and rebuilt when they change.
-Frames are exactly what the video loader gives (the same decoder, the same resize). It costs
-R*R*3 bytes a frame on disk (12 kB at 64x64): the build refuses to start when the disk lacks the room.
+training videos (path, size, modification time), the resolution and data.fit, and rebuilt when they
+change. Frames are exactly what the video loader gives (the same decoder, the same genie.video.fit_frames).
+It costs H*W*3 bytes a frame on disk (12 kB at 64x64): the build refuses to start when the disk lacks the room.
 Validation clips are still decoded from video.
 """
 
@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
 from genie.data import DataError, VideoClips
-from genie.video import resize_frames
+from genie.resolution import frame_size, json_resolution
+from genie.video import fit_frames
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ CACHE_VERSION = 2  # 2: frames resized in uint8 (genie.video.resize_frames)
 CHUNK_BYTES = 64 * 2**20  # decoded frames per work item while building (at the video's own size)
 
 
-def cache_key(videos, resolution: int) -> dict:
-    return {"version": CACHE_VERSION, "resolution": resolution, "videos": videos_digest(videos)}
+def cache_key(clips: VideoClips) -> dict:
+    return {"version": CACHE_VERSION, "resolution": json_resolution(clips.resolution), "fit": clips.fit,
+            "videos": videos_digest(clips.videos)}
 
 
 class _Chunks(Dataset):
@@ -68,7 +70,8 @@ class _Chunks(Dataset):
             why = error if frames is None else f"{len(frames)} frames came back"
             raise DataError(f"{path}: failed to decode frames {start}..{start + count - 1} for the frame cache ({why}); "
                             f"remove the file or set data.frame_cache=false")
-        return v, start, torch.from_numpy(np.ascontiguousarray(resize_frames(frames, self.clips.resolution)))
+        frames = fit_frames(frames, self.clips.resolution, self.clips.fit)
+        return v, start, torch.from_numpy(np.ascontiguousarray(frames))
 
 
 def build_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int = 2, progress: bool = True) -> Path:
@@ -76,18 +79,19 @@ def build_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
-    key = cache_key(clips.videos, clips.resolution)
-    r = clips.resolution
+    key = cache_key(clips)
+    height, width = frame_size(clips.resolution)
     counts = [video.num_frames for video in clips.videos]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    need = int(offsets[-1]) * r * r * 3
+    need = int(offsets[-1]) * height * width * 3
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache_dir.parent).free
     if need > 0.9 * free:
         raise DataError(f"the frame cache needs {need / 2**30:.1f} GiB in {cache_dir.parent}, {free / 2**30:.1f} GiB are free: "
                         f"free some space or set data.frame_cache=false (decode video every step)")
     tmp = tmp_dir(cache_dir)
-    out = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=(int(offsets[-1]), r, r, 3))
+    shape = (int(offsets[-1]), height, width, 3)
+    out = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=shape)
     try:  # reserve the blocks now: a disk that fills up later is an error here, not a SIGBUS mid-build
         with open(tmp / "frames.npy", "r+b") as f:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
@@ -119,7 +123,7 @@ def ensure_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: in
                        wait_seconds: float = 4 * 3600) -> Path:
     """The cache for these videos: reused when its key matches, else built (by local rank 0 only)."""
     cache_dir = Path(cache_dir)
-    key = cache_key(clips.videos, clips.resolution)
+    key = cache_key(clips)
     if matches(cache_dir, key):
         return cache_dir
     if local_rank() != 0:

@@ -15,21 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 
-from genie.lam import LatentActionModel, load_lam
-from genie.video import VideoError, VideoWriter, iter_video, resize_frames
+from genie.lam import LAMConfig, LatentActionModel
+from genie.resolution import DEFAULT_FIT, frame_size
+from genie.video import VideoError, VideoWriter, fit_frames, iter_video
 
 log = logging.getLogger(__name__)
 
 
-def to_model_input(video: np.ndarray, resolution: int) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (T, 3, R, R) in [0, 1] at the LAM's resolution."""
-    frames = rearrange(torch.from_numpy(np.ascontiguousarray(video)), "t h w c -> t c h w").float().div(255)
-    if frames.shape[-2:] != (resolution, resolution):
-        frames = F.interpolate(frames, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    return frames
+def to_model_input(video: np.ndarray, resolution, fit: str = DEFAULT_FIT) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (T, 3, h, w) in [0, 1] at the LAM's resolution (int or (h, w)), fitted by
+    genie.video.fit_frames."""
+    video = fit_frames(np.asarray(video), resolution, fit)
+    return rearrange(torch.from_numpy(np.ascontiguousarray(video)), "t h w c -> t c h w").float().div(255)
 
 
 class WindowedActions:
@@ -42,15 +41,17 @@ class WindowedActions:
     the video; windows are made float only when a batch of them runs.
     """
 
-    def __init__(self, model: LatentActionModel, window: int | None = None, batch_size: int = 32):
+    def __init__(self, model: LatentActionModel, window: int | None = None, batch_size: int = 32,
+                 fit: str = DEFAULT_FIT):
+        """`fit`: how frames of another aspect ratio than the LAM's are fitted (genie.video.fit_frames)."""
         self.window = window or model.cfg.max_frames
         if not 2 <= self.window <= model.cfg.max_frames:
             raise ValueError(f"window must be between 2 and the LAM's {model.cfg.max_frames} frames, got {self.window}")
         self.model, self.batch_size = model, batch_size
-        self.resolution = model.cfg.resolution
+        self.resolution, self.fit = model.cfg.resolution, fit
         self.stride = max(1, self.window // 2)
         self.device = next(model.parameters()).device
-        self.frames = np.empty((0, self.resolution, self.resolution, 3), dtype=np.uint8)  # frames offset .. count-1
+        self.frames = np.empty((0, *frame_size(self.resolution), 3), dtype=np.uint8)  # frames offset .. count-1
         self.offset = 0
         self.count = 0  # frames pushed so far
         self.next_start = 0  # where the next regular window starts
@@ -59,7 +60,7 @@ class WindowedActions:
 
     def push(self, video: np.ndarray) -> list[int]:
         """Add uint8 frames (N, H, W, 3); returns the ids of the transitions settled by them, in order."""
-        self.frames = np.concatenate([self.frames, resize_frames(np.asarray(video), self.resolution)])
+        self.frames = np.concatenate([self.frames, fit_frames(np.asarray(video), self.resolution, self.fit)])
         self.count += len(video)
         actions = []
         while self.next_start + self.window <= self.count:
@@ -74,7 +75,7 @@ class WindowedActions:
 
     def _run(self) -> list[int]:
         clips = torch.stack([to_model_input(self.frames[s - self.offset : s - self.offset + n], self.resolution)
-                             for s, n in self.pending]).to(self.device)  # (N, W, 3, R, R)
+                             for s, n in self.pending]).to(self.device)  # (N, W, 3, H, W)
         ids = self.model.infer_actions(clips).cpu()  # (N, W-1)
         actions = []
         for (start, _), row in zip(self.pending, ids):
@@ -96,11 +97,13 @@ class WindowedActions:
 
 
 @torch.no_grad()
-def infer_actions(model: LatentActionModel, video: np.ndarray, window: int | None = None, batch_size: int = 32) -> list[int]:
-    """Latent action ids (T-1 of them) for uint8 frames (T, H, W, 3) of any length, via overlapping windows."""
+def infer_actions(model: LatentActionModel, video: np.ndarray, window: int | None = None, batch_size: int = 32,
+                  fit: str = DEFAULT_FIT) -> list[int]:
+    """Latent action ids (T-1 of them) for uint8 frames (T, H, W, 3) of any length and size, via overlapping
+    windows; frames are fitted to the LAM's resolution by genie.video.fit_frames."""
     if len(video) < 2:
         raise ValueError(f"a video needs at least 2 frames for one action, got {len(video)}")
-    stream = WindowedActions(model, window, batch_size)
+    stream = WindowedActions(model, window, batch_size, fit=fit)
     return stream.push(video) + stream.finish()
 
 
@@ -128,12 +131,13 @@ def annotated_path(annotate_to: Path, index: int, count: int) -> Path:
 
 @torch.no_grad()
 def video_actions(model: LatentActionModel, path: str | Path, window: int | None = None,
-                  annotate_to: Path | None = None) -> dict:
+                  annotate_to: Path | None = None, fit: str = DEFAULT_FIT) -> dict:
     """{"path", "num_frames", "actions"} of one video, streamed a chunk at a time (memory does not grow
-    with its length); with `annotate_to`, the frames with their actions stamped are written as they settle."""
-    stream = WindowedActions(model, window)
+    with its length) and fitted to the LAM's resolution by `fit`; with `annotate_to`, the frames with their
+    actions stamped are written as they settle."""
+    stream = WindowedActions(model, window, fit=fit)
     resolution = model.cfg.resolution
-    scale = max(1, 256 // resolution)
+    scale = max(1, 256 // max(frame_size(resolution)))
     actions: list[int] = []
     waiting: list[np.ndarray] = []  # frames (at the LAM's size) whose action is not settled yet
     stamped = 0  # frames written to the annotated video
@@ -149,7 +153,7 @@ def video_actions(model: LatentActionModel, path: str | Path, window: int | None
 
     writer = VideoWriter(annotate_to, fps=5, lossless=False) if annotate_to is not None else None
     try:
-        for frames in iter_video(path, resolution=resolution, progress=True):
+        for frames in iter_video(path, resolution=resolution, progress=True, fit=fit):
             actions += stream.push(frames)
             if writer is not None:
                 waiting.append(frames)
@@ -172,7 +176,12 @@ def infer_actions_command(model_path: str | Path, videos: list[str | Path], out:
     Unreadable videos are skipped with one line each; if any was skipped the command still writes the
     others, then fails with a one-line summary (non-zero exit).
     """
-    model = load_lam(model_path)
+    from genie.train import load_checkpoint, load_stage_model, recorded_fit
+
+    ckpt = load_checkpoint(model_path)
+    model = load_stage_model(model_path, "lam", LAMConfig, LatentActionModel, label="LAM", ckpt=ckpt)
+    fit = recorded_fit(ckpt)  # frames of another aspect are fitted as the LAM's training frames were
+    del ckpt
     if window is not None and not 2 <= window <= model.cfg.max_frames:
         raise VideoError(f"--window {window}: must be between 2 and the LAM's {model.cfg.max_frames} frames")
     annotate_to = Path(annotate) if annotate else None
@@ -182,7 +191,7 @@ def infer_actions_command(model_path: str | Path, videos: list[str | Path], out:
     for index, path in enumerate(videos):
         target = annotated_path(annotate_to, index, len(videos)) if annotate_to is not None else None
         try:
-            results.append(video_actions(model, path, window, target))
+            results.append(video_actions(model, path, window, target, fit=fit))
         except VideoError as e:
             if len(videos) == 1:
                 raise

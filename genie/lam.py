@@ -25,11 +25,12 @@ from torch import nn
 
 from genie.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
 from genie.quantize import VectorQuantizer
+from genie.resolution import Resolution, canonical_resolution, patch_grid
 
 
 @dataclass
 class LAMConfig:
-    resolution: int = 64  # set from data.resolution by the run config
+    resolution: Resolution = 64  # int (square) or (H, W); set from data.resolution by the run config
     patch: int = 8
     max_frames: int = 16  # the clip length the LAM sees (= data.seq_len of its training run)
     dim: int = 256
@@ -42,12 +43,16 @@ class LAMConfig:
     code_dim: int = 32
     vq_beta: float = 0.25
 
+    def __post_init__(self):
+        self.resolution = canonical_resolution(self.resolution, "LAM resolution")
+
 
 class LatentActionModel(nn.Module):
     def __init__(self, cfg: LAMConfig):
         super().__init__()
         self.cfg = cfg
-        self.grid = cfg.resolution // cfg.patch
+        # (h, w) patches per frame; ValueError when the patch does not divide both sides
+        self.grid_size = patch_grid(cfg.resolution, cfg.patch)
 
         def st(depth: int) -> STTransformer:
             return STTransformer(STConfig(cfg.dim, depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, causal_time=True))
@@ -98,7 +103,7 @@ class LatentActionModel(nn.Module):
         """past frames 1..T-1 (B, T-1, 3, H, W) and codes (B, T-1, code_dim) -> predicted frames 2..T (B, T-1, 3, H, W)."""
         self._check_length(past.shape[1])
         x = self.dec_embed(past) + rearrange(self.from_code(z_q), "b t d -> b t 1 d")  # (B, T-1, S, D)
-        delta = unpatchify(self.head(self.decoder(x)), self.cfg.patch, self.grid)
+        delta = unpatchify(self.head(self.decoder(x)), self.cfg.patch, self.grid_size)
         return past + delta
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -191,7 +191,7 @@ def persistence_command(world, data_dir, split: str, out: Path, steps: int = 100
 
     length = min(MOTION_WINDOW * 2, 32)
     videos, _ = select_videos(data_dir, split, length, world.meta.get("training"), progress=False)
-    clips = VideoClips(videos, length, world.resolution, max_clips=32)
+    clips = VideoClips(videos, length, world.resolution, max_clips=32, fit=world.fit)
     real = [video_to_float(clips[i]["video"][None])[0] for i in range(len(clips))]
     bounds = reference_bounds(real)
     prompt = clips[0]["video"][:1].numpy()

@@ -105,4 +105,4 @@ def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path
     meta = {"training": training_record(dynamics_cfg.data)}
     # with true-action sidecars: the game's action names and what each latent code means, from a few training episodes
     meta.update(action_meta(lam, datamodule.train_set.videos, dynamics_cfg.data))
-    return WorldModel(tokenizer, lam, dynamics, prompt=prompt, meta=meta).save(out)
+    return WorldModel(tokenizer, lam, dynamics, prompt=prompt, meta=meta, fit=dynamics_cfg.data.fit).save(out)

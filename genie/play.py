@@ -66,7 +66,7 @@ class PlaySession:
         # (`--compile` on a GPU) keep per-thread state that request threads would each record anew
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genie-model")
         self.changed = threading.Condition()  # guards everything below
-        self.frames: deque[np.ndarray] = deque(maxlen=max_kept)  # uint8 (R, R, 3) each
+        self.frames: deque[np.ndarray] = deque(maxlen=max_kept)  # uint8 (H, W, 3) each
         self.session = 0  # +1 on every reset, so pages can tell a new session from the next frame
         self.index = -1  # frames generated this session - 1 (the deque may have dropped the oldest)
         self.latest: dict | None = None
@@ -224,7 +224,8 @@ class PlayHandler(BaseHTTPRequestHandler):
     def get_info(self, query: dict) -> None:
         session, world = self.server.session, self.server.session.world
         latest = session.latest
-        info = {"num_actions": world.num_actions, "resolution": world.resolution,
+        height, width = world.frame_size
+        info = {"num_actions": world.num_actions, "resolution": world.resolution, "height": height, "width": width,
                 "model": self.server.model_path, "prompt": self.server.prompt_name,
                 "device": str(world.device), "maskgit_steps": world.steps,
                 "session": latest["session"], "frame": latest["index"], "frames_kept": len(session.frames)}
@@ -259,7 +260,7 @@ class PlayHandler(BaseHTTPRequestHandler):
     def get_video(self, query: dict) -> None:
         session = self.server.session
         fps = int_param(query.get("fps", 10), "fps", 1, 60)
-        scale = int_param(query.get("scale", max(1, -(-VIDEO_SIDE // session.world.resolution))), "scale", 1, 32)
+        scale = int_param(query.get("scale", max(1, -(-VIDEO_SIDE // min(session.world.frame_size)))), "scale", 1, 32)
         name = f"genie-play-{Path(self.server.model_path or 'world').stem}-{session.session}.mp4"
         self.send_bytes(session.video(fps, scale), "video/mp4", {"Content-Disposition": f'attachment; filename="{name}"'})
 
@@ -372,14 +373,16 @@ def play_command(args) -> None:
     prompt = None
     if args.prompt:
         # the first frames of a video: the world keeps at most max_frames - 1 of them as context
-        prompt = read_frames(args.prompt, resolution=world.resolution, max_frames=world.dynamics.cfg.max_frames - 1)
+        prompt = read_frames(args.prompt, resolution=world.resolution, max_frames=world.dynamics.cfg.max_frames - 1,
+                             fit=world.fit)
     elif world.prompt is None:
         raise ConfigError(f"{args.model} holds no sample prompt: pass --prompt VIDEO|IMAGE")
     server = make_server(world, prompt, args.host, args.port, model_path=str(args.model), prompt_name=args.prompt,
                          warm_up=args.compile)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the page")
-    print(f"genie play: {world.num_actions} latent actions, {world.resolution}x{world.resolution}, {world.device}")
+    height, width = world.frame_size
+    print(f"genie play: {world.num_actions} latent actions, {width}x{height} (width x height), {world.device}")
     action_map = server.session.action_map
     if action_map is not None:
         names = action_map.code_names()

@@ -56,7 +56,8 @@ def _named_action(name: str, action_map, form: str) -> int:
 
 
 def rollout(world: WorldModel, prompt: np.ndarray, actions: list[int], seed: int = 0) -> np.ndarray:
-    """uint8 prompt frames (T, H, W, 3) and actions -> uint8 frames (1 + len(actions), R, R, 3)."""
+    """uint8 prompt frames (T, H, W, 3) of any size and actions -> uint8 frames (1 + len(actions), h, w, 3) at the
+    model's resolution."""
     frames = [world.reset(prompt, seed=seed)[0]]
     for action in actions:
         frames.append(world.step([action])[0])
@@ -69,7 +70,7 @@ def compare(world: WorldModel, clip: np.ndarray, prompt_frames: int, seed: int =
 
     video = world.to_float(clip)
     real = (video[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    actions = infer_actions(world.lam, real, window=world.lam.cfg.max_frames)
+    actions = infer_actions(world.lam, real, window=world.lam.cfg.max_frames, fit=world.fit)
     generated = rollout(world, real[:prompt_frames], actions[prompt_frames - 1 :], seed=seed)
     generated = np.concatenate([real[: prompt_frames - 1], generated]) if prompt_frames > 1 else generated
     return np.concatenate([real, generated], axis=2), actions
@@ -83,7 +84,8 @@ def rollout_command(args) -> None:
     world = WorldModel.load(args.model, device=resolve_device(args.device))
     world.set_sampling(args.steps, args.temperature, args.slide)  # a bad value is a ConfigError
     # a plain rollout needs only the prompt's last frames: read_frames keeps no more than those in memory
-    clip = read_frames(args.prompt, resolution=world.resolution, last=None if args.compare else args.prompt_frames)
+    clip = read_frames(args.prompt, resolution=world.resolution, last=None if args.compare else args.prompt_frames,
+                       fit=world.fit)
     if args.compare:
         if len(clip) < args.prompt_frames + 1:
             raise ConfigError(f"{args.prompt}: --compare needs a video longer than --prompt-frames ({args.prompt_frames})")

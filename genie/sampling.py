@@ -89,5 +89,4 @@ def rollout_video(
     new = generate(dynamics, ids[:, :prompt_len], actions[:, : prompt_len - 1], actions[:, prompt_len - 1 :],
                    steps, temperature, generator)
     all_ids = torch.cat([ids[:, :prompt_len], new], dim=1)
-    grid = dynamics.cfg.grid
-    return tokenizer.decode(all_ids.view(*all_ids.shape[:2], grid, grid)).clamp(0, 1)
+    return tokenizer.decode(all_ids.view(*all_ids.shape[:2], *dynamics.grid_size)).clamp(0, 1)

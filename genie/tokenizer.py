@@ -22,11 +22,13 @@ from torch import nn
 
 from genie.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
 from genie.quantize import VectorQuantizer
+from genie.resolution import Resolution, canonical_resolution, frame_size, grid_value, patch_grid
 
 
 @dataclass
 class TokenizerConfig:
-    resolution: int = 64  # frames are resolution x resolution (set from data.resolution when training)
+    # frames are resolution x resolution, or (H, W) (set from data.resolution when training)
+    resolution: Resolution = 64
     patch: int = 4
     max_frames: int = 16  # longest clip processed in one pass (temporal positions)
     dim: int = 256
@@ -43,12 +45,17 @@ class TokenizerConfig:
     # freshly initialised encoder never picks; with 0.99 nothing counts as dead before step ~350
     usage_decay: float = 0.9
 
+    def __post_init__(self):
+        self.resolution = canonical_resolution(self.resolution, "tokenizer resolution")
+
 
 class VideoTokenizer(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         self.cfg = cfg
-        self.grid = cfg.resolution // cfg.patch
+        # (h, w) tokens per frame; ValueError when the patch does not divide both sides
+        self.grid_size = patch_grid(cfg.resolution, cfg.patch)
+        self.grid = grid_value(self.grid_size)  # h when square, else (h, w): the form DynamicsConfig.grid takes
         self.num_codes = cfg.num_codes
 
         def st(depth: int) -> STConfig:
@@ -62,7 +69,7 @@ class VideoTokenizer(nn.Module):
                                          restart_every=cfg.restart_every)
         self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
         # the decoder gets its own positions: a code id says what a patch looks like, not where it is
-        self.dec_pos_space = nn.Parameter(torch.randn(1, 1, self.grid * self.grid, cfg.dim) * 0.02)
+        self.dec_pos_space = nn.Parameter(torch.randn(1, 1, self.grid_size[0] * self.grid_size[1], cfg.dim) * 0.02)
         self.dec_pos_time = nn.Parameter(torch.randn(1, cfg.max_frames, 1, cfg.dim) * 0.02)
         self.decoder = STTransformer(st(cfg.dec_depth))
         self.to_pixels = nn.Linear(cfg.dim, cfg.patch * cfg.patch * 3)
@@ -84,7 +91,7 @@ class VideoTokenizer(nn.Module):
 
     def _to_video(self, h: torch.Tensor) -> torch.Tensor:
         """Decoder output (B, T, S, D) -> video (B, T, 3, H, W), unclamped."""
-        return unpatchify(self.to_pixels(h), self.cfg.patch, self.grid)
+        return unpatchify(self.to_pixels(h), self.cfg.patch, self.grid_size)
 
     def _decode_window(self, latents: torch.Tensor) -> torch.Tensor:
         """Quantised latents (B, T<=max_frames, S, code_dim) -> video (B, T, 3, H, W), unclamped."""
@@ -106,14 +113,14 @@ class VideoTokenizer(nn.Module):
         recon = self._decode_window(latents)
         # clamp the values but pass gradients straight through, so an overshooting pixel is still pulled back
         recon = recon + (recon.clamp(0, 1) - recon).detach()
-        return recon, ids.unflatten(-1, (self.grid, self.grid)), vq_loss
+        return recon, ids.unflatten(-1, self.grid_size), vq_loss
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, T, 3, H, W) float in [0, 1] -> ids (B, T, h, w) long."""
         self._check(video, any_length=True)
         ids = self._sliding(video, lambda v: self._encode_window(v)[1])  # (B, T, S)
-        return ids.unflatten(-1, (self.grid, self.grid))
+        return ids.unflatten(-1, self.grid_size)
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
@@ -135,9 +142,9 @@ class VideoTokenizer(nn.Module):
         self._compiled_decode = torch.compile(self.decode_pass, mode=mode, dynamic=None)
 
     def _check(self, video: torch.Tensor, any_length: bool = False) -> None:
-        r = self.cfg.resolution
-        if video.ndim != 5 or video.shape[2] != 3 or video.shape[-2:] != (r, r):
-            raise ValueError(f"expected video (B, T, 3, {r}, {r}), got {tuple(video.shape)}")
+        h, w = frame_size(self.cfg.resolution)
+        if video.ndim != 5 or video.shape[2] != 3 or video.shape[-2:] != (h, w):
+            raise ValueError(f"expected video (B, T, 3, {h}, {w}), got {tuple(video.shape)}")
         if not any_length and video.shape[1] > self.cfg.max_frames:
             raise ValueError(f"clip of {video.shape[1]} frames is longer than max_frames={self.cfg.max_frames}")
 

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
 from genie.data import VideoClips, VideoDataModule, video_to_float
+from genie.resolution import json_resolution
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def cache_key(clips: VideoClips, tokenizer: torch.nn.Module, lam: torch.nn.Modul
         "weights": weights_digest(tokenizer, lam),
         "precision": precision,
         "seq_len": clips.seq_len,
-        "resolution": clips.resolution,
+        "resolution": json_resolution(clips.resolution),
+        "fit": clips.fit,
         "frame_stride": clips.frame_stride,
         "clips": hashlib.sha256(json.dumps(clips.clips).encode()).hexdigest(),
         "videos": videos_digest(clips.videos),
@@ -80,11 +82,11 @@ def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, 
     cache_dir = Path(cache_dir)
     key = cache_key(clips, tokenizer, lam, precision)
     tmp = tmp_dir(cache_dir)
-    num_codes, grid = tokenizer.num_codes, tokenizer.grid
+    num_codes, tokens_per_frame = tokenizer.num_codes, tokenizer.grid_size[0] * tokenizer.grid_size[1]
     id_dtype = np.uint16 if num_codes <= 2**16 else np.int32
     action_dtype = np.uint8 if lam.cfg.num_actions <= 2**8 else np.int32
     n, t = len(clips), clips.seq_len
-    ids_out = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=id_dtype, shape=(n, t, grid * grid))
+    ids_out = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=id_dtype, shape=(n, t, tokens_per_frame))
     actions_out = np.lib.format.open_memmap(tmp / "actions.npy", mode="w+", dtype=action_dtype, shape=(n, t - 1))
     tokenizer, lam = tokenizer.to(device).eval(), lam.to(device).eval()
     loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -104,7 +106,7 @@ def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, 
     actions_out.flush()
     del ids_out, actions_out
     seconds = time.perf_counter() - start
-    meta = {**key, "num_clips": n, "tokens_per_frame": grid * grid, "num_codes": num_codes,
+    meta = {**key, "num_clips": n, "tokens_per_frame": tokens_per_frame, "num_codes": num_codes,
             "build_seconds": round(seconds, 2), "device": str(device)}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     publish(tmp, cache_dir, key)  # several builders (one per node on a shared file system): the first one in wins

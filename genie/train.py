@@ -61,7 +61,8 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
         shutil.rmtree(run_dir)
     elif last.is_file() and saved.is_file():
         old = yaml.safe_load(saved.read_text()) or {}
-        if old.get("model") != new.get("model"):
+        # compared as YAML reads them back (a tuple such as a rectangular resolution is saved as a list)
+        if old.get("model") != yaml.safe_load(yaml.safe_dump(new.get("model"))):
             raise RunError(
                 f"{run_dir} holds a run with a different model config; pass --overwrite to replace it "
                 f"or set run_dir to a new folder"
@@ -344,11 +345,24 @@ def dataclass_from(cls: type, values: dict) -> Any:
     return from_dict(cls, {k: v for k, v in values.items() if k in names})
 
 
-def load_stage_model(path: str | Path, stage: str, config_cls: type, model_cls: type, label: str | None = None):
+def recorded_fit(ckpt: dict) -> str:
+    """How the frames a model was trained on were fitted to its resolution (data.fit), from a loaded world-model
+    bundle or stage checkpoint; "resize" for files written before data.fit existed (they were squashed)."""
+    from genie.resolution import LEGACY_FIT
+
+    if ckpt.get("format") == "genie-bundle":
+        return (ckpt.get("frames") or {}).get("fit", LEGACY_FIT)
+    config = (ckpt.get("hyper_parameters") or {}).get("config") or {}
+    return (config.get("data") or {}).get("fit", LEGACY_FIT)
+
+
+def load_stage_model(path: str | Path, stage: str, config_cls: type, model_cls: type, label: str | None = None,
+                     ckpt: dict | None = None):
     """A trained model of `stage`, in eval mode on the CPU, from a .ckpt of that stage, its run folder (its
-    checkpoints/last.ckpt) or a world-model bundle; a one-line RunError for anything else."""
+    checkpoints/last.ckpt) or a world-model bundle (`ckpt`: that file, already loaded); a one-line RunError for
+    anything else."""
     label = label or stage
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     if ckpt.get("format") == "genie-bundle":
         if not isinstance(ckpt.get(stage), dict):
             raise RunError(f"{path}: world-model bundle without a {label}")

@@ -2,7 +2,10 @@
 
 A bundle is a torch file holding only tensors and plain data, so it loads with `weights_only=True`:
 {"format": "genie-bundle", "version": 1, "tokenizer" | "lam" | "dynamics": {"config", "state_dict"},
-"sampling": {...}, "prompt": uint8 (T, H, W, 3) sample prompt frames, "meta": {...} plain data about the
+"sampling": {...}, "frames": {"resolution": [H, W], "fit": "crop" | "pad" | "resize"} (the frame size and how
+frames of another aspect ratio are fitted to it: what the training data got; version 2, a version-1 bundle
+has neither and loads as its tokenizer's resolution with "resize", what it trained on),
+"prompt": uint8 (T, H, W, 3) sample prompt frames, "meta": {...} plain data about the
 model: "training" (the data it was trained on, genie/evaluate.py reads it to keep scores on held-out files)
 and, where the training folder had true actions, the game's action names and the latent-to-true mapping}.
 
@@ -24,11 +27,13 @@ from torch import nn
 from genie.data import float_to_video
 from genie.dynamics import DynamicsConfig, DynamicsModel
 from genie.config import ConfigError
+from genie.resolution import DEFAULT_FIT, LEGACY_FIT, check_fit, frame_size
 from genie.sampling import RolloutState, check_slide
 from genie.tokenizer import DecodeStream
+from genie.video import fit_frames
 
 BUNDLE_FORMAT = "genie-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: "frames" (resolution as [H, W], fit)
 
 
 class ActionError(ValueError):
@@ -52,11 +57,15 @@ def is_bundle(obj) -> bool:
 class WorldModel(nn.Module):
     def __init__(self, tokenizer: nn.Module, lam: nn.Module, dynamics: DynamicsModel, prompt: np.ndarray | None = None,
                  steps: int | None = None, temperature: float | None = None, slide: int | None = None,
-                 meta: dict | None = None):
+                 meta: dict | None = None, fit: str = DEFAULT_FIT):
+        """`fit`: how frames of another aspect ratio are fitted to the model's resolution (genie.video.fit_frames);
+        pass the data.fit the models were trained with."""
         super().__init__()
         self.meta = dict(meta or {})  # plain data saved in the bundle (see the module docstring)
         self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
-        self.resolution = tokenizer.cfg.resolution
+        self.resolution = tokenizer.cfg.resolution  # int (square) or (H, W), as the configs hold it
+        self.frame_size = frame_size(self.resolution)  # (H, W)
+        self.fit = check_fit(fit, "fit")
         self.num_actions = dynamics.cfg.num_actions
         self.prompt = prompt
         self.steps = steps or dynamics.cfg.maskgit_steps
@@ -75,7 +84,8 @@ class WorldModel(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         bundle = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
-                  "sampling": {"steps": self.steps, "temperature": self.temperature, "slide": self.slide}}
+                  "sampling": {"steps": self.steps, "temperature": self.temperature, "slide": self.slide},
+                  "frames": {"resolution": list(self.frame_size), "fit": self.fit}}
         for name in ("tokenizer", "lam", "dynamics"):
             model = getattr(self, name)
             bundle[name] = {"config": dataclasses.asdict(model.cfg),
@@ -106,7 +116,8 @@ class WorldModel(nn.Module):
             model.load_state_dict(bundle[name]["state_dict"])
             models[name] = model
         prompt = bundle["prompt"].numpy() if "prompt" in bundle else None
-        world = cls(**models, prompt=prompt, meta=bundle.get("meta"), **bundle.get("sampling", {}))
+        fit = (bundle.get("frames") or {}).get("fit", LEGACY_FIT)
+        world = cls(**models, prompt=prompt, meta=bundle.get("meta"), fit=fit, **bundle.get("sampling", {}))
         return world.to(resolve_device(device))
 
     def set_sampling(self, steps: int | None = None, temperature: float | None = None, slide: int | None = None) -> "WorldModel":
@@ -137,23 +148,23 @@ class WorldModel(nn.Module):
         return next(self.parameters()).device
 
     def to_float(self, frames) -> torch.Tensor:
-        """uint8 frames (H,W,3), (T,H,W,3) or (B,T,H,W,3) -> float (B, T, 3, R, R) at the model's resolution."""
+        """uint8 frames (H,W,3), (T,H,W,3) or (B,T,H,W,3) of any size -> float32 (B, T, 3, H, W) in [0, 1] at the
+        model's resolution, fitted by genie.video.fit_frames with the bundle's fit."""
         frames = np.asarray(frames)
         frames = frames.reshape((1,) * (5 - frames.ndim) + frames.shape)  # (B, T, H, W, 3)
-        video = rearrange(torch.from_numpy(frames), "b t h w c -> (b t) c h w").float().div(255)
-        if video.shape[-2:] != (self.resolution, self.resolution):
-            video = nn.functional.interpolate(video, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
-        return rearrange(video, "(b t) c h w -> b t c h w", b=frames.shape[0]).to(self.device)
+        fitted = fit_frames(frames.reshape(-1, *frames.shape[2:]), self.frame_size, self.fit)  # (B*T, H, W, 3)
+        video = rearrange(torch.from_numpy(np.ascontiguousarray(fitted)), "(b t) h w c -> b t c h w", b=frames.shape[0])
+        return video.float().div(255).to(self.device)
 
     def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """float video (B, T, 3, R, R) -> (ids (B, T, S), inferred latent actions (B, T-1))."""
+        """float video (B, T, 3, H, W) -> (ids (B, T, S) with S = h*w tokens, inferred latent actions (B, T-1))."""
         ids = rearrange(self.tokenizer.encode(video), "b t h w -> b t (h w)")
         actions = self.lam.infer_actions(video) if video.shape[1] > 1 else ids.new_zeros(ids.shape[0], 0)
         return ids, actions
 
     def grid_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (..., S) -> (..., h, w)."""
-        return ids.unflatten(-1, (self.dynamics.cfg.grid, self.dynamics.cfg.grid))
+        return ids.unflatten(-1, self.dynamics.grid_size)
 
     @torch.no_grad()
     def reset(self, prompt=None, seed: int | None = None) -> np.ndarray:

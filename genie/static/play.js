@@ -222,10 +222,20 @@ function loadSettings() {
   $("repeat-fps-value").textContent = input.repeatFps;
 }
 
+// the screen takes the frame's aspect ratio: its longer side is the page's screen size (--screen)
+function showAspect(width, height) {
+  const screen = document.querySelector(".screen");
+  screen.style.setProperty("--aspect", `${width} / ${height}`);
+  screen.classList.toggle("tall", height > width);
+  $("frame").width = width >= height ? 512 : Math.round(512 * width / height);
+  $("frame").height = height >= width ? 512 : Math.round(512 * height / width);
+}
+
 async function main() {
   info = await (await fetch("/info")).json();
   const name = (info.model || "world").split(/[\\/]/).pop();
-  $("model").textContent = `${name} · ${info.resolution}×${info.resolution} · ${info.num_actions} actions · ${info.device}`;
+  $("model").textContent = `${name} · ${info.width}×${info.height} · ${info.num_actions} actions · ${info.device}`;
+  showAspect(info.width, info.height);
   $("model").title = `${info.model || ""}\nprompt: ${info.prompt}`;
   loadSettings();
   buildActions();

@@ -15,6 +15,7 @@ from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data import VideoDataModule, float_to_video, video_to_float
 from genie.dynamics import DynamicsConfig, DynamicsModel
 from genie.metrics import psnr
+from genie.resolution import format_resolution, frame_size
 from genie.sampling import rollout_video
 from genie.train import SampleLogger, configure_adamw
 
@@ -44,8 +45,10 @@ def load_frozen(cfg: RunConfig):
 
     tokenizer, lam = load_tokenizer(cfg.tokenizer), load_lam(cfg.lam)
     for name, model in (("tokenizer", tokenizer), ("lam", lam)):
-        if model.cfg.resolution != cfg.data.resolution:
-            raise ConfigError(f"{name} was trained at resolution {model.cfg.resolution} but data.resolution is {cfg.data.resolution}")
+        if frame_size(model.cfg.resolution) != frame_size(cfg.data.resolution):
+            trained, data = format_resolution(model.cfg.resolution), format_resolution(cfg.data.resolution)
+            raise ConfigError(f"{name} was trained at resolution {trained} but data.resolution is {data}: "
+                              f"set data.resolution={trained.replace(' ', '')}")
         model.requires_grad_(False).eval()
     return tokenizer, lam
 

@@ -17,6 +17,7 @@ from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data import VideoDataModule, float_to_video, video_to_float
 from genie.lam import LAMConfig, LatentActionModel
 from genie.metrics import code_perplexity, codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr
+from genie.resolution import patch_fix, patch_grid
 from genie.train import SampleLogger, configure_adamw
 
 
@@ -31,8 +32,10 @@ class RunConfig:
         # the data decides frame size and window; the model follows
         self.model.resolution = self.data.resolution
         self.model.max_frames = self.data.seq_len
-        if self.data.resolution % self.model.patch:
-            raise ConfigError(f"data.resolution {self.data.resolution} must be divisible by model.patch {self.model.patch}")
+        try:
+            patch_grid(self.data.resolution, self.model.patch)
+        except ValueError:
+            raise ConfigError(patch_fix(self.data.resolution, self.model.patch)) from None
         if self.data.seq_len < 2:
             raise ConfigError(f"data.seq_len {self.data.seq_len}: the LAM needs clips of at least 2 frames")
 

@@ -18,6 +18,7 @@ from einops import rearrange
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data import VideoDataModule, float_to_video, video_to_float
 from genie.metrics import code_count_stats, psnr, ssim
+from genie.resolution import patch_fix, patch_grid
 from genie.tokenizer import TokenizerConfig, VideoTokenizer
 from genie.train import SampleLogger, configure_adamw
 from genie.video import contact_sheet
@@ -37,8 +38,10 @@ class RunConfig:
         # the data decides the frame size and clip length; the model follows
         self.model.resolution = self.data.resolution
         self.model.max_frames = max(self.model.max_frames, self.data.seq_len)
-        if self.data.resolution % self.model.patch:
-            raise ConfigError(f"data.resolution {self.data.resolution} must be divisible by model.patch {self.model.patch}")
+        try:
+            patch_grid(self.data.resolution, self.model.patch)
+        except ValueError:
+            raise ConfigError(patch_fix(self.data.resolution, self.model.patch)) from None
 
 
 class Task(L.LightningModule):
