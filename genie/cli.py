@@ -22,7 +22,7 @@ def _cmd_data(args: argparse.Namespace) -> None:
     if args.source == "sprites":
         from genie import sprites
 
-        cfg = sprites.SpriteWorldConfig(size=args.size, frames=args.frames, noise=args.noise)
+        cfg = sprites.SpriteWorldConfig(size=args.size, width=args.width, frames=args.frames, noise=args.noise)
         paths = sprites.generate(args.out, episodes=args.episodes, seed=args.seed, cfg=cfg, overwrite=args.overwrite)
     else:
         from genie import gameplay
@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--overwrite", action="store_true", help="replace the videos already in --out")
         if source == "sprites":
-            p.add_argument("--size", type=int, default=32, help="frame side in pixels")
+            p.add_argument("--size", type=int, default=32, help="frame side in pixels (the height, with --width)")
+            p.add_argument("--width", type=int, default=None,
+                           help="frame width in pixels, when not --size (e.g. --size 90 --width 160)")
             p.add_argument("--frames", type=int, default=48, help="frames per episode")
             p.add_argument("--noise", type=float, default=sprites_default("noise"),
                            help="std of the background's per-pixel noise (0-255 levels); 0 for a smooth background")

@@ -19,7 +19,8 @@ BALL_COLOURS = np.array([(230, 60, 60), (60, 200, 230), (220, 80, 220)], dtype=n
 
 @dataclass
 class SpriteWorldConfig:
-    size: int = 32  # frames are size x size
+    size: int = 32  # frames are size x size (height x width with `width`)
+    width: int | None = None  # frame width when it differs from `size` (e.g. size 90, width 160: Genie's 160x90)
     frames: int = 48  # frames per episode
     player: int = 6  # player side in pixels
     speed: int = 2  # pixels the player moves per step
@@ -33,14 +34,17 @@ class SpriteWorldConfig:
     noise: float = 0.0
 
 
-def _background(rng: np.random.Generator, size: int, noise: float = 0.0) -> np.ndarray:
+def _background(rng: np.random.Generator, height: int, width: int, noise: float = 0.0) -> np.ndarray:
     coarse = rng.uniform(20, 110, size=(4, 4, 3))
     # bilinear upsampling of a 4x4 grid of colours, plus optional fine noise
-    grid = np.linspace(0, 3, size)
-    i0 = np.floor(grid).astype(int).clip(0, 2)
-    f = grid - i0
-    rows = coarse[i0] * (1 - f)[:, None, None] + coarse[i0 + 1] * f[:, None, None]
-    image = rows[:, i0] * (1 - f)[None, :, None] + rows[:, i0 + 1] * f[None, :, None]
+    def axis(n: int) -> tuple[np.ndarray, np.ndarray]:
+        grid = np.linspace(0, 3, n)
+        i0 = np.floor(grid).astype(int).clip(0, 2)
+        return i0, grid - i0
+
+    (r0, fr), (c0, fc) = axis(height), axis(width)
+    rows = coarse[r0] * (1 - fr)[:, None, None] + coarse[r0 + 1] * fr[:, None, None]
+    image = rows[:, c0] * (1 - fc)[None, :, None] + rows[:, c0 + 1] * fc[None, :, None]
     if noise > 0:
         image += rng.normal(0, noise, size=image.shape)
     return image.clip(0, 255).astype(np.uint8)
@@ -61,12 +65,14 @@ def _draw_ball(frame: np.ndarray, y: float, x: float, side: int, colour: np.ndar
 
 
 def sample_episode(rng: np.random.Generator, cfg: SpriteWorldConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One episode: frames uint8 (T, size, size, 3) and actions int64 (T-1,)."""
-    size, side = cfg.size, cfg.player
-    background = _background(rng, size, cfg.noise)
-    limit = size - side
-    pos = rng.integers(0, limit // cfg.speed + 1, size=2) * cfg.speed
-    balls = rng.uniform(0, size - cfg.ball_size, size=(cfg.balls, 2))
+    """One episode: frames uint8 (T, size, width or size, 3) and actions int64 (T-1,)."""
+    side = cfg.player
+    extent = np.array([cfg.size, cfg.width or cfg.size])  # (height, width)
+    background = _background(rng, *extent, cfg.noise)
+    limit = extent - side  # the player's largest (y, x)
+    # array bounds draw the same numbers as the scalar bounds of a square world did: its episodes are unchanged
+    pos = rng.integers(0, limit // cfg.speed + 1) * cfg.speed
+    balls = rng.uniform(0, extent - cfg.ball_size, size=(cfg.balls, 2))
     velocity = rng.uniform(0.5, 1.5, size=(cfg.balls, 2)) * rng.choice([-1, 1], size=(cfg.balls, 2))
     colours = BALL_COLOURS[rng.permutation(len(BALL_COLOURS))[: cfg.balls]]
 
@@ -80,16 +86,17 @@ def sample_episode(rng: np.random.Generator, cfg: SpriteWorldConfig) -> tuple[np
     frames, actions = [render()], []
     action, hold = 0, 0
     for _ in range(cfg.frames - 1):
-        feasible = [a for a in range(len(ACTION_NAMES)) if 0 <= (pos + ACTION_DELTAS[a] * cfg.speed).min() and (pos + ACTION_DELTAS[a] * cfg.speed).max() <= limit]
+        moved = pos + ACTION_DELTAS * cfg.speed  # (actions, 2): where each action would put the player
+        feasible = [a for a in range(len(ACTION_NAMES)) if 0 <= moved[a].min() and (moved[a] <= limit).all()]
         if hold == 0 or action not in feasible:
             action = int(rng.choice(feasible))
             hold = int(rng.integers(cfg.min_repeat, cfg.max_repeat + 1))
         hold -= 1
         pos = pos + ACTION_DELTAS[action] * cfg.speed
         balls += velocity
-        bounce = (balls < 0) | (balls > size - cfg.ball_size)
+        bounce = (balls < 0) | (balls > extent - cfg.ball_size)
         velocity[bounce] *= -1
-        balls.clip(0, size - cfg.ball_size, out=balls)
+        np.clip(balls, 0, extent - cfg.ball_size, out=balls)
         actions.append(action)
         frames.append(render())
     return np.stack(frames), np.asarray(actions, dtype=np.int64)
