@@ -310,6 +310,7 @@ def wide_bundle(tmp_path_factory) -> Path:
     return bundle
 
 
+@pytest.mark.slow  # trains the tiny 160x90 pipeline in a fixture
 def test_train_all_at_160x90_writes_a_bundle_at_that_aspect(wide_bundle):
     world = WorldModel.load(wide_bundle)
     assert world.frame_size == (90, 160) and world.fit == "crop" and world.dynamics.grid_size == (9, 16)
@@ -317,6 +318,7 @@ def test_train_all_at_160x90_writes_a_bundle_at_that_aspect(wide_bundle):
     assert world.reset(seed=0).shape == (1, 90, 160, 3) and world.step([1]).shape == (1, 90, 160, 3)
 
 
+@pytest.mark.slow  # trains the tiny 160x90 pipeline in a fixture
 def test_rollout_eval_and_infer_actions_accept_the_wide_bundle(wide_bundle, tmp_path, capsys):
     narrow = tmp_path / "narrow.mp4"  # 3:2, not the model's 16:9: cropped on the way in
     write_video(narrow, disk_frames(64, 96, frames=20))
@@ -340,6 +342,7 @@ def test_rollout_eval_and_infer_actions_accept_the_wide_bundle(wide_bundle, tmp_
     assert np.isfinite(metrics["recon_psnr"]) and np.isfinite(metrics["rollout_psnr@1"])
 
 
+@pytest.mark.slow  # trains the tiny 160x90 pipeline in a fixture
 def test_play_serves_the_wide_frame_at_its_aspect(wide_bundle):
     import urllib.request
 
