@@ -140,7 +140,10 @@ def resize_frames(frames: np.ndarray, resolution) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W) channels-last uint8
+    frames = np.ascontiguousarray(frames)
+    if not frames.flags.writeable:  # Pillow's arrays are read-only, which torch.from_numpy warns about
+        frames = frames.copy()
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) channels-last uint8
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
 
