@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast lint demo clean
 
 $(STAMP): pyproject.toml
 	@# the play-page test drives Debian's chromium; without it (no root, no apt) that one test skips
@@ -23,6 +23,10 @@ test: $(STAMP)
 # the inner loop: everything but the tests marked slow (those that train models or compile training steps)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"
+
+# formatting and lint (ruff; rules in pyproject.toml); `ruff format . && ruff check --fix .` applies the fixes
+lint: $(STAMP)
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
 
 demo: $(STAMP)
 	bash scripts/demo.sh

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_play import tiny_world
 
 from genie.actions import ActionMap, action_meta, action_scores, held_out_split, idm_ceiling_acc, strided_labels
 from genie.config import ConfigError, DataConfig
@@ -16,10 +17,24 @@ from genie.metrics import linear_probe_accuracy
 from genie.rollout import parse_actions
 from genie.sprites import ACTION_NAMES, SpriteWorldConfig, sample_episode
 from genie.world import ActionError, WorldModel
-from test_play import tiny_world
 
-PROCGEN_NAMES = ["LEFT+DOWN", "LEFT", "LEFT+UP", "DOWN", "NOOP", "UP", "RIGHT+DOWN", "RIGHT", "RIGHT+UP",
-                 "D", "A", "W", "S", "Q", "E"]  # procgen's 15 actions, as genie data procgen records them
+PROCGEN_NAMES = [
+    "LEFT+DOWN",
+    "LEFT",
+    "LEFT+UP",
+    "DOWN",
+    "NOOP",
+    "UP",
+    "RIGHT+DOWN",
+    "RIGHT",
+    "RIGHT+UP",
+    "D",
+    "A",
+    "W",
+    "S",
+    "Q",
+    "E",
+]  # procgen's 15 actions, as genie data procgen records them
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +113,9 @@ def test_action_map_names_codes_and_binds_keys():
     names = action_map.code_names()
     assert (names[3], names[6], names[2], names[0], names[1]) == ("LEFT", "RIGHT", "UP", "NOOP", "RIGHT+UP")
     assert action_map.labels == 200 and action_map.counts.shape == (8, 15)
-    assert action_map.code_for("right") == 6 and action_map.code_for("LEFT") == 3 and action_map.code_for("Right+Up") == 1
+    assert (
+        action_map.code_for("right") == 6 and action_map.code_for("LEFT") == 3 and action_map.code_for("Right+Up") == 1
+    )
     assert action_map.code_for("jump") == 2  # procgen's jump is UP
     assert action_map.key_bindings() == {"ArrowLeft": 3, "ArrowRight": 6, "ArrowUp": 2, " ": 2}
     with pytest.raises(ActionError, match="knows left, noop, up, right, right\\+up"):

@@ -25,8 +25,24 @@ def test_flop_count_of_a_linear_layer_is_two_multiply_adds_per_weight_and_row():
 @pytest.mark.slow
 def test_bench_writes_train_play_and_decode_figures(sprite_data, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--config", str(ROOT / "configs" / "sprites" / "genie.yaml"), "--data", str(sprite_data),
-                 "--out", str(out), "--device", "cpu", "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--config",
+                str(ROOT / "configs" / "sprites" / "genie.yaml"),
+                "--data",
+                str(sprite_data),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["device"].startswith("cpu") and result["dtype"] == "fp32"
     assert [row["stage"] for row in result["train"]] == ["tokenizer", "lam", "dynamics", "dynamics+encode"]
@@ -55,19 +71,45 @@ def test_training_losses_never_read_back_from_the_device():
     from genie.tokenizer import TokenizerConfig, VideoTokenizer
 
     video = torch.rand(2, 4, 3, 32, 32)
-    tokenizer = VideoTokenizer(TokenizerConfig(resolution=32, patch=4, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
-                                               num_heads=2, num_codes=64, code_dim=8)).train()
-    lam = LatentActionModel(LAMConfig(resolution=32, patch=8, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
-                                      num_heads=2, num_actions=8, code_dim=8)).train()
+    tokenizer = VideoTokenizer(
+        TokenizerConfig(
+            resolution=32,
+            patch=4,
+            max_frames=8,
+            dim=32,
+            enc_depth=1,
+            dec_depth=1,
+            num_heads=2,
+            num_codes=64,
+            code_dim=8,
+        )
+    ).train()
+    lam = LatentActionModel(
+        LAMConfig(
+            resolution=32,
+            patch=8,
+            max_frames=8,
+            dim=32,
+            enc_depth=1,
+            dec_depth=1,
+            num_heads=2,
+            num_actions=8,
+            code_dim=8,
+        )
+    ).train()
     for model in (tokenizer, lam):
         model(video)  # the quantiser reads its step counter from the device once, after construction or a load
         model.to("meta")
         recon, ids, vq_loss = model(video.to("meta"))
         (recon.float().mean() + vq_loss).backward()
         assert code_perplexity(ids, 8).shape == ()
-    dynamics = DynamicsModel(DynamicsConfig(num_codes=64, grid=8, num_actions=8, max_frames=4, dim=32, depth=1, num_heads=2))
+    dynamics = DynamicsModel(
+        DynamicsConfig(num_codes=64, grid=8, num_actions=8, max_frames=4, dim=32, depth=1, num_heads=2)
+    )
     dynamics.to("meta").train()
-    loss, stats = dynamics.loss(torch.zeros(2, 4, 64, dtype=torch.long, device="meta"), torch.zeros(2, 3, dtype=torch.long, device="meta"))
+    loss, stats = dynamics.loss(
+        torch.zeros(2, 4, 64, dtype=torch.long, device="meta"), torch.zeros(2, 3, dtype=torch.long, device="meta")
+    )
     loss.backward()
     assert loss.shape == () and stats["masked_acc"].shape == ()
 
@@ -83,18 +125,43 @@ def test_compiled_training_losses_compile_once_not_every_step():
     from genie.tokenizer import TokenizerConfig, VideoTokenizer
 
     video = torch.rand(2, 4, 3, 32, 32)
-    tokenizer = VideoTokenizer(TokenizerConfig(resolution=32, patch=4, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
-                                               num_heads=2, num_codes=64, code_dim=8, restart_every=5)).train()
-    lam = LatentActionModel(LAMConfig(resolution=32, patch=8, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
-                                      num_heads=2, num_actions=8, code_dim=8)).train()
-    dynamics = DynamicsModel(DynamicsConfig(num_codes=64, grid=8, num_actions=8, max_frames=4, dim=32, depth=1, num_heads=2)).train()
+    tokenizer = VideoTokenizer(
+        TokenizerConfig(
+            resolution=32,
+            patch=4,
+            max_frames=8,
+            dim=32,
+            enc_depth=1,
+            dec_depth=1,
+            num_heads=2,
+            num_codes=64,
+            code_dim=8,
+            restart_every=5,
+        )
+    ).train()
+    lam = LatentActionModel(
+        LAMConfig(
+            resolution=32,
+            patch=8,
+            max_frames=8,
+            dim=32,
+            enc_depth=1,
+            dec_depth=1,
+            num_heads=2,
+            num_actions=8,
+            code_dim=8,
+        )
+    ).train()
+    dynamics = DynamicsModel(
+        DynamicsConfig(num_codes=64, grid=8, num_actions=8, max_frames=4, dim=32, depth=1, num_heads=2)
+    ).train()
     ids, actions = torch.randint(0, 64, (2, 4, 64)), torch.randint(0, 8, (2, 3))
     losses = {
         "tokenizer": lambda: (lambda r: (r[0] - video).pow(2).mean() + r[2])(tokenizer(video)),
         "lam": lambda: (lambda r: (r[0] - video[:, 1:]).pow(2).mean() + r[2])(lam(video)),
         "dynamics": lambda: dynamics.loss(ids, actions)[0],
     }
-    for name, loss_fn in losses.items():
+    for loss_fn in losses.values():
         torch._dynamo.reset()
         step = torch.compile(loss_fn, backend="eager")  # dynamo's tracing and guards, without code generation
         for _ in range(2):

@@ -235,8 +235,15 @@ def test_sprite_generator_refuses_to_overwrite_unless_asked(tmp_path):
 def test_frame_cache_gives_the_clips_the_video_loader_gives(sprite_data, tmp_path, resolution, frame_stride):
     from genie.frames import CachedClips
 
-    cfg = DataConfig(dir=str(sprite_data), seq_len=4, frame_stride=frame_stride, clip_step=3, resolution=resolution,
-                     num_workers=2, frame_cache=True)
+    cfg = DataConfig(
+        dir=str(sprite_data),
+        seq_len=4,
+        frame_stride=frame_stride,
+        clip_step=3,
+        resolution=resolution,
+        num_workers=2,
+        frame_cache=True,
+    )
     plain = VideoDataModule(DataConfig(**{**cfg.__dict__, "frame_cache": False}), run_dir=tmp_path)
     cached = VideoDataModule(cfg, run_dir=tmp_path)
     plain.setup(), cached.setup()
@@ -291,7 +298,9 @@ def test_frame_cache_follows_the_split_and_clears_a_killed_build(sprite_data, tm
 def test_frame_cache_without_disk_room_is_a_clear_error(sprite_data, tmp_path, monkeypatch):
     import genie.frames
 
-    monkeypatch.setattr(genie.frames.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(
+        genie.frames.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000)
+    )
     cfg = DataConfig(dir=str(sprite_data), seq_len=4, resolution=32, num_workers=0, frame_cache=True)
     with pytest.raises(DataError, match="frame cache needs .* set data.frame_cache=false"):
         VideoDataModule(cfg, run_dir=tmp_path).setup()

@@ -48,8 +48,15 @@ def test_sampler_is_deterministic_under_a_seed():
     actions = torch.randint(0, 5, (3, 7))  # longer than max_frames: exercises the sliding window
 
     def run(seed):
-        return generate(model, context, context_actions, actions, steps=4, temperature=1.0,
-                        generator=torch.Generator().manual_seed(seed))
+        return generate(
+            model,
+            context,
+            context_actions,
+            actions,
+            steps=4,
+            temperature=1.0,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     a, b, c = run(0), run(0), run(1)
     assert a.shape == (3, 7, 16)
@@ -133,6 +140,13 @@ def test_compiled_sampling_pass_matches_eager_as_the_cache_grows():
             torch.testing.assert_close(compiled, eager[t - 1], atol=1e-4, rtol=1e-4)
             assert len(kv) == model.cfg.depth
         # and a whole compiled rollout, through the window's slides
-        new = generate(model, ids[:, :2], actions[:, :1], torch.randint(0, 5, (2, 7)), steps=2, temperature=1.0,
-                       generator=torch.Generator().manual_seed(0))
+        new = generate(
+            model,
+            ids[:, :2],
+            actions[:, :1],
+            torch.randint(0, 5, (2, 7)),
+            steps=2,
+            temperature=1.0,
+            generator=torch.Generator().manual_seed(0),
+        )
     assert new.shape == (2, 7, 16) and int(new.min()) >= 0 and int(new.max()) < 32

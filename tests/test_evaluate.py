@@ -57,8 +57,10 @@ def test_player_position_finds_the_drawn_player_and_notices_when_it_is_gone():
 @pytest.fixture(scope="module")
 def real_clips():
     rng = np.random.default_rng(1)
-    return [torch.from_numpy(sprites.sample_episode(rng, sprites.SpriteWorldConfig())[0]).permute(0, 3, 1, 2).float() / 255
-            for _ in range(8)]
+    return [
+        torch.from_numpy(sprites.sample_episode(rng, sprites.SpriteWorldConfig())[0]).permute(0, 3, 1, 2).float() / 255
+        for _ in range(8)
+    ]
 
 
 def test_collapse_measure_passes_real_video_and_flags_blank_noise_and_frozen_frames(real_clips):
@@ -113,8 +115,12 @@ class OracleWorld:
         self.clips, self.offset = clips, offset
         self.meta, self.resolution, self.device, self.num_actions = {}, 32, torch.device("cpu"), 5
         codes = lambda v: torch.zeros(v.shape[0], v.shape[1], 2, 2, dtype=torch.long)  # noqa: E731
-        self.tokenizer = SimpleNamespace(cfg=SimpleNamespace(max_frames=8), num_codes=4, encode=codes,
-                                         decode=lambda ids: torch.zeros(ids.shape[0], ids.shape[1], 3, 32, 32))
+        self.tokenizer = SimpleNamespace(
+            cfg=SimpleNamespace(max_frames=8),
+            num_codes=4,
+            encode=codes,
+            decode=lambda ids: torch.zeros(ids.shape[0], ids.shape[1], 3, 32, 32),
+        )
         self.lam = OracleLAM()
 
     def reset(self, first, seed=None):
@@ -130,8 +136,8 @@ class OracleWorld:
 
 
 def test_eval_compares_generated_frame_k_with_real_frame_k(tmp_path, monkeypatch):
-    from genie.data import VideoClips, usable_videos
     import genie.evaluate as ev
+    from genie.data import VideoClips, usable_videos
 
     sprites.generate(tmp_path, episodes=4, seed=3, progress=False)
     clips = VideoClips(usable_videos(tmp_path, 17, progress=False), 17, 32, max_clips=8)

@@ -19,7 +19,9 @@ def record_procgen(out, **kwargs):
 
 
 def record_atari(out, **kwargs):
-    return gameplay.generate_atari(out, **{"episodes": 2, "max_frames": 20, "resolution": 32, "progress": False, **kwargs})
+    return gameplay.generate_atari(
+        out, **{"episodes": 2, "max_frames": 20, "resolution": 32, "progress": False, **kwargs}
+    )
 
 
 GENERATORS = {"procgen": (record_procgen, 64), "atari": (record_atari, 32)}

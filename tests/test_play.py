@@ -26,17 +26,52 @@ from genie.video import read_frames, read_video, write_image
 from genie.world import WorldModel
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
-def tiny_world(prompt: np.ndarray | None = np.zeros((2, 16, 16, 3), np.uint8), tokenizer_frames: int = 4) -> WorldModel:
+TINY_PROMPT = np.zeros((2, 16, 16, 3), np.uint8)  # two black frames
+
+
+def tiny_world(prompt: np.ndarray | None = TINY_PROMPT, tokenizer_frames: int = 4) -> WorldModel:
     """An untrained 16x16 world with 4 latent actions: random weights, real code paths."""
-    tokenizer = VideoTokenizer(TokenizerConfig(resolution=16, patch=4, max_frames=tokenizer_frames, dim=32, enc_depth=1,
-                                               dec_depth=2, num_heads=2, num_codes=16, code_dim=8))
-    lam = LatentActionModel(LAMConfig(resolution=16, patch=4, max_frames=4, dim=32, enc_depth=1, dec_depth=1,
-                                      num_heads=2, num_actions=4, code_dim=8))
-    dynamics = DynamicsModel(DynamicsConfig(num_codes=16, grid=4, num_actions=4, max_frames=4, dim=32, depth=1, num_heads=2))
+    tokenizer = VideoTokenizer(
+        TokenizerConfig(
+            resolution=16,
+            patch=4,
+            max_frames=tokenizer_frames,
+            dim=32,
+            enc_depth=1,
+            dec_depth=2,
+            num_heads=2,
+            num_codes=16,
+            code_dim=8,
+        )
+    )
+    lam = LatentActionModel(
+        LAMConfig(
+            resolution=16,
+            patch=4,
+            max_frames=4,
+            dim=32,
+            enc_depth=1,
+            dec_depth=1,
+            num_heads=2,
+            num_actions=4,
+            code_dim=8,
+        )
+    )
+    dynamics = DynamicsModel(
+        DynamicsConfig(num_codes=16, grid=4, num_actions=4, max_frames=4, dim=32, depth=1, num_heads=2)
+    )
     return WorldModel(tokenizer, lam, dynamics, prompt=prompt)
 
 
@@ -104,8 +139,9 @@ def get(server, path: str) -> tuple[int, dict, bytes]:
 
 def post(server, path: str, body: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else b""
-    request = urllib.request.Request(server.url + path.lstrip("/"), data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url + path.lstrip("/"), data=data, method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -119,7 +155,7 @@ def next_event(stream) -> dict:
         line = stream.readline()
         assert line, "event stream closed"
         if line.startswith(b"data: "):
-            return json.loads(line[len(b"data: "):])
+            return json.loads(line[len(b"data: ") :])
 
 
 # ------------------------------------------------------------------------------------ HTTP API
@@ -232,8 +268,18 @@ def test_server_from_a_saved_bundle_and_an_image_prompt(tmp_path):
 
 def test_play_without_any_prompt_is_a_clear_error(tmp_path):
     path = tiny_world(prompt=None).save(tmp_path / "w.pt")
-    args = argparse.Namespace(model=str(path), prompt=None, host="127.0.0.1", port=0, device="cpu", no_browser=True,
-                              steps=None, temperature=None, slide=None, compile=False)
+    args = argparse.Namespace(
+        model=str(path),
+        prompt=None,
+        host="127.0.0.1",
+        port=0,
+        device="cpu",
+        no_browser=True,
+        steps=None,
+        temperature=None,
+        slide=None,
+        compile=False,
+    )
     with pytest.raises(ConfigError, match="--prompt"):
         play_command(args)
 
@@ -248,7 +294,9 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("browser test needs the playwright Python package (pip install playwright; no `playwright install`)")
+        pytest.skip(
+            "browser test needs the playwright Python package (pip install playwright; no `playwright install`)"
+        )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

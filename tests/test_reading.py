@@ -33,8 +33,15 @@ def frames_with_marker(count: int = 12, height: int = 24, width: int = 32, seed:
     return frames
 
 
-def encode(path: Path, frames: np.ndarray, codec: str = "libx264rgb", pix_fmt: str = "rgb24", rotation: int | None = None,
-           options: dict | None = None, container_options: dict | None = None) -> Path:
+def encode(
+    path: Path,
+    frames: np.ndarray,
+    codec: str = "libx264rgb",
+    pix_fmt: str = "rgb24",
+    rotation: int | None = None,
+    options: dict | None = None,
+    container_options: dict | None = None,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=10)
@@ -60,11 +67,19 @@ def damage_tail(path: Path, fraction: float = 0.4) -> Path:
 
 
 def random_lam_checkpoint(path: Path, resolution: int = 16, max_frames: int = 6) -> Path:
-    cfg = LAMConfig(resolution=resolution, patch=8, max_frames=max_frames, dim=32, enc_depth=1, dec_depth=1, num_heads=2)
+    cfg = LAMConfig(
+        resolution=resolution, patch=8, max_frames=max_frames, dim=32, enc_depth=1, dec_depth=1, num_heads=2
+    )
     torch.manual_seed(0)
     model = LatentActionModel(cfg)
-    torch.save({"hyper_parameters": {"stage": "lam", "config": {"model": dataclasses.asdict(cfg)}},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "global_step": 0}, path)
+    torch.save(
+        {
+            "hyper_parameters": {"stage": "lam", "config": {"model": dataclasses.asdict(cfg)}},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "global_step": 0,
+        },
+        path,
+    )
     return path
 
 
@@ -87,8 +102,13 @@ def test_av1_video_is_read(tmp_path):
     if not encoders:
         pytest.skip("no AV1 encoder in this PyAV build")
     frames = frames_with_marker(height=48, width=64)
-    video = encode(tmp_path / "clip.mp4", frames, codec=encoders[0], pix_fmt="yuv420p",
-                   options={"preset": "12"} if encoders[0] == "libsvtav1" else {"cpu-used": "8"})
+    video = encode(
+        tmp_path / "clip.mp4",
+        frames,
+        codec=encoders[0],
+        pix_fmt="yuv420p",
+        options={"preset": "12"} if encoders[0] == "libsvtav1" else {"cpu-used": "8"},
+    )
     read = read_video(video)
     assert read.shape == frames.shape
     assert np.abs(read.astype(int) - frames).mean() < 40  # lossy, but the same pictures
@@ -123,9 +143,12 @@ def test_random_access_equals_sequential_reading_for_every_reader(tmp_path):
     frames = frames_with_marker(count=40, height=32, width=32)
     for i, frame in enumerate(frames):
         write_image(tmp_path / "images" / f"{i:04d}.png", frame)
-    videos = [encode(tmp_path / "plain.mp4", frames, options={"crf": "0", "g": "8"}),
-              encode(tmp_path / "rotated.mp4", frames, rotation=180, options={"crf": "0", "g": "8"}),
-              write_gif(tmp_path / "anim.gif", frames), tmp_path / "images"]
+    videos = [
+        encode(tmp_path / "plain.mp4", frames, options={"crf": "0", "g": "8"}),
+        encode(tmp_path / "rotated.mp4", frames, rotation=180, options={"crf": "0", "g": "8"}),
+        write_gif(tmp_path / "anim.gif", frames),
+        tmp_path / "images",
+    ]
     order = [39, 3, 0, 17, 18, 19, 8, 30, 2]
     for path in videos:
         info = probe_video(path)
@@ -139,8 +162,16 @@ def test_random_access_equals_sequential_reading_for_every_reader(tmp_path):
 def test_damaged_tail_keeps_the_readable_prefix_and_is_reported(tmp_path, caplog):
     frames = frames_with_marker(count=60, height=48, width=64)
     # index at the front (as web videos are): the frames before the damage can still be located
-    damaged = damage_tail(encode(tmp_path / "data" / "cut.mp4", frames, codec="libx264", pix_fmt="yuv420p",
-                                 options={"g": "10"}, container_options={"movflags": "+faststart"}))
+    damaged = damage_tail(
+        encode(
+            tmp_path / "data" / "cut.mp4",
+            frames,
+            codec="libx264",
+            pix_fmt="yuv420p",
+            options={"g": "10"},
+            container_options={"movflags": "+faststart"},
+        )
+    )
     encode(tmp_path / "data" / "good.mp4", frames[:20])
     info = probe_video(damaged)
     assert info["reader"] == "pyav" and info["damaged"] and info["declared_frames"] == 60
@@ -225,14 +256,23 @@ def reference_actions(model: LatentActionModel, video: np.ndarray, window: int) 
     starts = [0] if n <= window else [*range(0, n - window, stride), n - window]
     frames = to_model_input(video, model.cfg.resolution)
     ids = model.infer_actions(torch.stack([frames[s : s + window] for s in starts]))
-    return [int(ids[next(k for k, s in enumerate(starts) if t + 1 < s + window), t - starts[next(
-        k for k, s in enumerate(starts) if t + 1 < s + window)]]) for t in range(n - 1)]
+    return [
+        int(
+            ids[
+                next(k for k, s in enumerate(starts) if t + 1 < s + window),
+                t - starts[next(k for k, s in enumerate(starts) if t + 1 < s + window)],
+            ]
+        )
+        for t in range(n - 1)
+    ]
 
 
 @pytest.mark.parametrize("length", [2, 5, 6, 7, 23, 40])
 def test_streamed_actions_equal_the_whole_video_windows(length):
     torch.manual_seed(0)
-    model = LatentActionModel(LAMConfig(resolution=16, patch=8, max_frames=6, dim=32, enc_depth=1, dec_depth=1, num_heads=2)).eval()
+    model = LatentActionModel(
+        LAMConfig(resolution=16, patch=8, max_frames=6, dim=32, enc_depth=1, dec_depth=1, num_heads=2)
+    ).eval()
     video = np.random.default_rng(length).integers(0, 256, (length, 16, 16, 3), dtype=np.uint8)
     expected = reference_actions(model, video, 6)
     assert infer_actions(model, video) == expected
@@ -245,8 +285,13 @@ def test_streamed_actions_equal_the_whole_video_windows(length):
 
 def test_reading_memory_follows_the_chunk_not_the_video(tmp_path, monkeypatch):
     frames = np.random.default_rng(0).integers(0, 256, (8, 240, 320, 3), dtype=np.uint8)
-    video = encode(tmp_path / "hd.mp4", np.concatenate([frames] * 12), codec="libx264", pix_fmt="yuv420p",
-                   options={"preset": "ultrafast"})  # 96 frames, 22 MB decoded
+    video = encode(
+        tmp_path / "hd.mp4",
+        np.concatenate([frames] * 12),
+        codec="libx264",
+        pix_fmt="yuv420p",
+        options={"preset": "ultrafast"},
+    )  # 96 frames, 22 MB decoded
     monkeypatch.setattr(video_mod, "CHUNK_BYTES", 2**20)  # 4 frames a chunk
     tracemalloc.start()
     try:
@@ -270,7 +315,10 @@ def test_infer_actions_streams_gifs_rotated_and_image_folders(tmp_path):
         write_image(tmp_path / "shots" / f"shot_{i:03d}.jpg", frame)
     inputs.append(tmp_path / "shots")
     out, annotated = tmp_path / "actions.json", tmp_path / "annotated.mp4"
-    assert main(["infer-actions", "--model", str(lam), *map(str, inputs), "--out", str(out), "--annotate", str(annotated)]) == 0
+    assert (
+        main(["infer-actions", "--model", str(lam), *map(str, inputs), "--out", str(out), "--annotate", str(annotated)])
+        == 0
+    )
     report = json.loads(out.read_text())
     assert [(v["num_frames"], len(v["actions"])) for v in report["videos"]] == [(14, 13)] * 3
     assert len(read_video(tmp_path / "annotated_001.mp4")) == 14  # every frame stamped, the last one "end"

@@ -20,9 +20,19 @@ from genie.train import RunError, fit, load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_CONFIG = str(ROOT / "configs" / "sprites" / "tokenizer.yaml")
 TINY_TOKENIZER = [
-    "model.dim=32", "model.enc_depth=1", "model.dec_depth=1", "model.num_heads=2", "model.num_codes=64",
-    "model.code_dim=8", "data.seq_len=4", "data.batch_size=4", "data.num_workers=0", "data.max_val_clips=8",
-    "train.val_every_steps=1000", "train.warmup_steps=2", "train.logger=csv",
+    "model.dim=32",
+    "model.enc_depth=1",
+    "model.dec_depth=1",
+    "model.num_heads=2",
+    "model.num_codes=64",
+    "model.code_dim=8",
+    "data.seq_len=4",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.max_val_clips=8",
+    "train.val_every_steps=1000",
+    "train.warmup_steps=2",
+    "train.logger=csv",
 ]
 
 
@@ -31,8 +41,18 @@ def genie_cmd(*args: str) -> list[str]:
 
 
 def train_tokenizer_cmd(data: Path, run_dir: Path, *overrides: str) -> list[str]:
-    return genie_cmd("train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(data),
-                     "--run-dir", str(run_dir), *TINY_TOKENIZER, *overrides)
+    return genie_cmd(
+        "train",
+        "tokenizer",
+        "--config",
+        TOKENIZER_CONFIG,
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run_dir),
+        *TINY_TOKENIZER,
+        *overrides,
+    )
 
 
 def step_of(ckpt: Path) -> int:
@@ -57,8 +77,12 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(sprite_data, tmp_pa
     state = load_checkpoint(last)
     assert state["optimizer_states"] and state["optimizer_states"][0]["state"], "optimizer state is checkpointed"
 
-    done = subprocess.run([*cmd[:-2], f"train.max_steps={killed_at + 10}", "train.ckpt_every_steps=5"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*cmd[:-2], f"train.max_steps={killed_at + 10}", "train.ckpt_every_steps=5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming" in done.stderr
     assert step_of(last) == killed_at + 10
@@ -79,8 +103,15 @@ def test_finished_run_is_checkpointed_at_its_last_step_and_skipped_when_run_agai
 
 def test_ddp_on_cpu_with_two_processes_trains_and_checkpoint_loads(sprite_data, tmp_path):
     run_dir = tmp_path / "ddp"
-    cmd = train_tokenizer_cmd(sprite_data, run_dir, "train.max_steps=6", "train.accelerator=cpu",
-                              "train.devices=2", "train.strategy=ddp", "train.ckpt_every_steps=3")
+    cmd = train_tokenizer_cmd(
+        sprite_data,
+        run_dir,
+        "train.max_steps=6",
+        "train.accelerator=cpu",
+        "train.devices=2",
+        "train.strategy=ddp",
+        "train.ckpt_every_steps=3",
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert step_of(run_dir / "checkpoints" / "last.ckpt") == 6
@@ -92,14 +123,62 @@ def test_ddp_on_cpu_with_two_processes_trains_and_checkpoint_loads(sprite_data, 
 
 def test_existing_run_with_another_model_config_is_refused_not_clobbered(sprite_data, tmp_path):
     run_dir = tmp_path / "run"
-    assert main(["train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(sprite_data),
-                 "--run-dir", str(run_dir), *TINY_TOKENIZER, "train.max_steps=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                "--config",
+                TOKENIZER_CONFIG,
+                "--data",
+                str(sprite_data),
+                "--run-dir",
+                str(run_dir),
+                *TINY_TOKENIZER,
+                "train.max_steps=2",
+            ]
+        )
+        == 0
+    )
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
-    assert main(["train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(sprite_data),
-                 "--run-dir", str(run_dir), *TINY_TOKENIZER, "model.dim=48", "train.max_steps=2"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                "--config",
+                TOKENIZER_CONFIG,
+                "--data",
+                str(sprite_data),
+                "--run-dir",
+                str(run_dir),
+                *TINY_TOKENIZER,
+                "model.dim=48",
+                "train.max_steps=2",
+            ]
+        )
+        == 2
+    )
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
-    assert main(["train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(sprite_data),
-                 "--run-dir", str(run_dir), *TINY_TOKENIZER, "model.dim=48", "train.max_steps=2", "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                "--config",
+                TOKENIZER_CONFIG,
+                "--data",
+                str(sprite_data),
+                "--run-dir",
+                str(run_dir),
+                *TINY_TOKENIZER,
+                "model.dim=48",
+                "train.max_steps=2",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "only_corrupt", "too_short"])
@@ -114,8 +193,19 @@ def test_unusable_data_folder_gives_one_line_error(tmp_path, capsys, case):
         from genie import sprites
 
         sprites.generate(data, episodes=2, cfg=sprites.SpriteWorldConfig(frames=3), progress=False)
-    code = main(["train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(data),
-                 "--run-dir", str(tmp_path / "run"), *TINY_TOKENIZER])
+    code = main(
+        [
+            "train",
+            "tokenizer",
+            "--config",
+            TOKENIZER_CONFIG,
+            "--data",
+            str(data),
+            "--run-dir",
+            str(tmp_path / "run"),
+            *TINY_TOKENIZER,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("genie: error:") and str(data) in err[-1]
@@ -139,8 +229,18 @@ def test_tampered_checkpoint_with_pickled_code_is_refused(tmp_path):
 def trained_run(sprite_data, tmp_path):
     """A tokenizer run folder trained for 2 steps, and the command that resumes it (to 3 steps)."""
     run_dir = tmp_path / "run"
-    args = ["train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(sprite_data), "--run-dir", str(run_dir),
-            *TINY_TOKENIZER, "train.logger=none"]
+    args = [
+        "train",
+        "tokenizer",
+        "--config",
+        TOKENIZER_CONFIG,
+        "--data",
+        str(sprite_data),
+        "--run-dir",
+        str(run_dir),
+        *TINY_TOKENIZER,
+        "train.logger=none",
+    ]
     assert main([*args, "train.max_steps=2"]) == 0
     return run_dir, [*args, "train.max_steps=3"]
 
@@ -187,8 +287,23 @@ def test_tampered_or_foreign_last_checkpoint_is_a_one_line_error_on_resume(train
 
 def test_wrong_stage_checkpoint_is_refused(sprite_data, tmp_path):
     run_dir = tmp_path / "tok"
-    assert main(["train", "tokenizer", "--config", TOKENIZER_CONFIG, "--data", str(sprite_data),
-                 "--run-dir", str(run_dir), *TINY_TOKENIZER, "train.max_steps=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                "--config",
+                TOKENIZER_CONFIG,
+                "--data",
+                str(sprite_data),
+                "--run-dir",
+                str(run_dir),
+                *TINY_TOKENIZER,
+                "train.max_steps=1",
+            ]
+        )
+        == 0
+    )
     from genie.lam import load_lam
 
     with pytest.raises(RunError, match="tokenizer checkpoint, expected a lam"):
@@ -218,8 +333,15 @@ class _Data(L.LightningDataModule):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    cfg = TrainConfig(max_steps=20, ckpt_every_steps=2, ckpt_every_minutes=0, logger="none", val_every_steps=1000,
-                      accelerator="cpu", devices=1)
+    cfg = TrainConfig(
+        max_steps=20,
+        ckpt_every_steps=2,
+        ckpt_every_minutes=0,
+        logger="none",
+        val_every_steps=1000,
+        accelerator="cpu",
+        devices=1,
+    )
     with pytest.raises(FloatingPointError, match="last good checkpoint"):
         fit(_Diverging(), _Data(), cfg, tmp_path, None, name="nan", progress=False)
     good = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
@@ -230,17 +352,33 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
 def test_nan_loss_stops_training_within_ten_steps_between_checkpoints(tmp_path):
     # the guard reads the device every 10 steps, not every step (no host sync a step)
     module = _Diverging()
-    cfg = TrainConfig(max_steps=100, ckpt_every_steps=1000, ckpt_every_minutes=0, logger="none", val_every_steps=1000,
-                      accelerator="cpu", devices=1)
+    cfg = TrainConfig(
+        max_steps=100,
+        ckpt_every_steps=1000,
+        ckpt_every_minutes=0,
+        logger="none",
+        val_every_steps=1000,
+        accelerator="cpu",
+        devices=1,
+    )
     with pytest.raises(FloatingPointError, match="nan or inf at step 3"):
         fit(module, _Data(), cfg, tmp_path, None, name="nan", progress=False)
     assert module.steps_run <= 10
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
-@pytest.mark.parametrize("env, zero", [({}, True), ({"RANK": "1"}, False), ({"LOCAL_RANK": "1"}, False),
-                                       ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False), ({"SLURM_PROCID": "3"}, False),
-                                       ({"SLURM_PROCID": "0"}, True), ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, False)])
+@pytest.mark.parametrize(
+    "env, zero",
+    [
+        ({}, True),
+        ({"RANK": "1"}, False),
+        ({"LOCAL_RANK": "1"}, False),
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+        ({"SLURM_PROCID": "3"}, False),
+        ({"SLURM_PROCID": "0"}, True),
+        ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, False),
+    ],
+)
 def test_only_the_launching_rank_may_delete_a_run_folder(monkeypatch, env, zero):
     # Lightning's launcher and torchrun set RANK / LOCAL_RANK in the other ranks; srun sets SLURM_PROCID only
     from genie.train import is_launch_rank_zero
@@ -265,7 +403,7 @@ def test_clip_stream_continues_the_data_position_after_a_resume():
     batch = 3
     uninterrupted = list(itertools.islice(iter(ClipStream(10, batch, seed=1)), 8 * batch))
     resumed = list(itertools.islice(iter(ClipStream(10, batch, seed=1, start_step=5)), 3 * batch))
-    assert resumed == uninterrupted[5 * batch:]
+    assert resumed == uninterrupted[5 * batch :]
     # two ranks see disjoint halves of each global batch
     ranks = [list(itertools.islice(iter(ClipStream(10, batch, seed=1, rank=r, world_size=2)), batch)) for r in (0, 1)]
     assert ranks[0] + ranks[1] == uninterrupted[: 2 * batch]

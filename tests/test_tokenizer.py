@@ -17,7 +17,9 @@ from genie.train import RunError, load_checkpoint, train_stage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-TINY = dict(resolution=32, patch=4, max_frames=6, dim=32, enc_depth=1, dec_depth=1, num_heads=2, num_codes=64, code_dim=8)
+TINY = dict(
+    resolution=32, patch=4, max_frames=6, dim=32, enc_depth=1, dec_depth=1, num_heads=2, num_codes=64, code_dim=8
+)
 
 
 def tiny_tokenizer(seed: int = 0) -> VideoTokenizer:
@@ -29,10 +31,22 @@ def run_config(run_dir: Path, data_dir: Path, max_steps: int, **train) -> RunCon
     return RunConfig(
         run_dir=str(run_dir),
         data=DataConfig(dir=str(data_dir), seq_len=4, resolution=32, batch_size=4, num_workers=0, max_val_clips=32),
-        model=TokenizerConfig(**{**TINY, "dim": 64, "num_heads": 4, "num_codes": 256, "code_dim": 16, "restart_every": 20}),
-        train=TrainConfig(max_steps=max_steps, lr=3e-3, warmup_steps=10, val_every_steps=max_steps, log_every_steps=10,
-                          sample_every_steps=max_steps, ckpt_every_steps=max_steps, ckpt_every_minutes=0, logger="csv",
-                          accelerator="cpu", **train),
+        model=TokenizerConfig(
+            **{**TINY, "dim": 64, "num_heads": 4, "num_codes": 256, "code_dim": 16, "restart_every": 20}
+        ),
+        train=TrainConfig(
+            max_steps=max_steps,
+            lr=3e-3,
+            warmup_steps=10,
+            val_every_steps=max_steps,
+            log_every_steps=10,
+            sample_every_steps=max_steps,
+            ckpt_every_steps=max_steps,
+            ckpt_every_minutes=0,
+            logger="csv",
+            accelerator="cpu",
+            **train,
+        ),
     )
 
 
@@ -186,8 +200,11 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(trained):
 def test_load_tokenizer_reads_a_world_model_bundle(trained, tmp_path):
     _, run_dir, _ = trained
     model = load_tokenizer(run_dir)
-    bundle = {"format": "genie-bundle", "version": 1,
-              "tokenizer": {"config": dataclasses.asdict(model.cfg), "state_dict": model.state_dict()}}
+    bundle = {
+        "format": "genie-bundle",
+        "version": 1,
+        "tokenizer": {"config": dataclasses.asdict(model.cfg), "state_dict": model.state_dict()},
+    }
     torch.save(bundle, tmp_path / "world_model.pt")
     loaded = load_tokenizer(tmp_path / "world_model.pt")
     video = torch.rand(1, 3, 3, 32, 32)

@@ -19,22 +19,47 @@ from genie.tokens import META_FILE, TokenClips, TokenDataModule, ensure_token_ca
 
 def frozen_models(seed: int = 0):
     torch.manual_seed(seed)
-    tokenizer = VideoTokenizer(TokenizerConfig(resolution=32, patch=4, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
-                                               num_heads=2, num_codes=64, code_dim=8)).eval()
-    lam = LatentActionModel(LAMConfig(resolution=32, patch=8, max_frames=8, dim=32, enc_depth=1, dec_depth=1,
-                                      num_heads=2, num_actions=8, code_dim=8)).eval()
+    tokenizer = VideoTokenizer(
+        TokenizerConfig(
+            resolution=32,
+            patch=4,
+            max_frames=8,
+            dim=32,
+            enc_depth=1,
+            dec_depth=1,
+            num_heads=2,
+            num_codes=64,
+            code_dim=8,
+        )
+    ).eval()
+    lam = LatentActionModel(
+        LAMConfig(
+            resolution=32,
+            patch=8,
+            max_frames=8,
+            dim=32,
+            enc_depth=1,
+            dec_depth=1,
+            num_heads=2,
+            num_actions=8,
+            code_dim=8,
+        )
+    ).eval()
     return tokenizer, lam
 
 
 @pytest.fixture(scope="module")
 def clips(sprite_data) -> VideoClips:
-    return VideoClips(usable_videos(sprite_data, min_frames=8, progress=False)[:4], seq_len=8, resolution=32, clip_step=4)
+    return VideoClips(
+        usable_videos(sprite_data, min_frames=8, progress=False)[:4], seq_len=8, resolution=32, clip_step=4
+    )
 
 
 def test_cached_clips_equal_what_the_frozen_models_compute(clips, tmp_path):
     tokenizer, lam = frozen_models()
-    cache = ensure_token_cache(clips, tokenizer, lam, tmp_path / "cache", torch.device("cpu"), batch_size=5,
-                               num_workers=0, progress=False)
+    cache = ensure_token_cache(
+        clips, tokenizer, lam, tmp_path / "cache", torch.device("cpu"), batch_size=5, num_workers=0, progress=False
+    )
     cached = TokenClips(cache)
     assert len(cached) == len(clips) > 10
     assert cached.ids.dtype == np.uint16 and cached.actions.dtype == np.uint8
@@ -78,7 +103,10 @@ def test_token_datamodule_streams_the_same_clips_as_the_video_one(sprite_data, t
     datamodule = TokenDataModule(cfg, tmp_path / "cache")
     datamodule.build_cache(tokenizer, lam, torch.device("cpu"), "32-true", progress=False)
     datamodule.setup()
-    tokens, videos = iter(datamodule.train_dataloader()), iter(datamodule._loader(datamodule.train_set, datamodule.train_sampler()))
+    tokens, videos = (
+        iter(datamodule.train_dataloader()),
+        iter(datamodule._loader(datamodule.train_set, datamodule.train_sampler())),
+    )
     for _ in range(2):
         token_batch, video_batch = next(tokens), next(videos)
         ids = rearrange(tokenizer.encode(video_to_float(video_batch["video"])), "b t h w -> b t (h w)")
