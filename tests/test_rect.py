@@ -155,6 +155,25 @@ def test_every_model_runs_on_a_non_square_grid():
     assert rollout_video(tokenizer, dynamics.eval(), flat, actions, prompt_len=2).shape == video.shape
 
 
+def test_patch_tokens_run_row_by_row_over_a_rectangle_and_unpatchify_inverts_them():
+    from genie.blocks import PatchEmbed, unpatchify
+
+    patch, (height, width) = 8, WIDE
+    embed = PatchEmbed(patch, 3, 3 * patch * patch, WIDE, max_frames=1)
+    with torch.no_grad():  # an identity projection and no positions: tokens are the raw patches
+        embed.proj.weight.copy_(torch.eye(3 * patch * patch))
+        embed.proj.bias.zero_()
+        embed.pos_space.zero_()
+        embed.pos_time.zero_()
+    video = torch.rand(1, 1, 3, height, width)
+    tokens = embed(video)  # (1, 1, 3*5, 3*8*8)
+    assert embed.grid_size == (3, 5) and tokens.shape == (1, 1, 15, 192)
+    row, col = 2, 4  # token row * w + col is the patch at that row and column
+    expected = video[0, 0, :, row * patch : (row + 1) * patch, col * patch : (col + 1) * patch].permute(1, 2, 0)
+    torch.testing.assert_close(tokens[0, 0, row * 5 + col], expected.flatten())
+    torch.testing.assert_close(unpatchify(tokens, patch, (3, 5)), video)
+
+
 def test_world_steps_at_the_models_aspect_from_a_prompt_of_any_size():
     world = WorldModel(*tiny_models())
     assert world.frame_size == WIDE and world.fit == "crop"
