@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# the whole suite (about 25 minutes on a 2-core CPU, most of it in the tests marked slow)
+# the whole suite (about 23 minutes on a 2-core CPU, most of it in the tests marked slow)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
