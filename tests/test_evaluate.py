@@ -46,11 +46,11 @@ def test_player_position_finds_the_drawn_player_and_notices_when_it_is_gone():
     assert found.all()
     steps = (pos[1:] - pos[:-1]).norm(dim=-1)
     assert set(np.round(steps.numpy(), 3)) <= {0.0, 2.0}  # the player moves 2 px a step or stands
-    frame = sprites._background(rng, 32)
+    frame = sprites._background(rng, 32, 32)
     sprites._draw_player(frame, 10, 20, 6)
     pos, found = player_position(torch.from_numpy(frame).permute(2, 0, 1).float() / 255)
     assert found and torch.allclose(pos, torch.tensor([12.5, 22.5]))
-    _, found = player_position(torch.from_numpy(sprites._background(rng, 32)).permute(2, 0, 1).float() / 255)
+    _, found = player_position(torch.from_numpy(sprites._background(rng, 32, 32)).permute(2, 0, 1).float() / 255)
     assert not found
 
 
