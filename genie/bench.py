@@ -19,9 +19,15 @@ import torch
 from einops import rearrange
 
 from genie.config import ConfigError
-from genie.data import DataError
-from genie.resolution import DEFAULT_FIT, frame_size, json_resolution
-from genie.world import WorldModel, resolve_device
+from genie.data.clips import DataError
+from genie.models.resolution import DEFAULT_FIT, frame_size, json_resolution
+from genie.models.world import WorldModel, resolve_device
+from genie.data.clips import VideoClips, usable_videos
+from genie.data.frame_cache import CachedClips, ensure_frame_cache
+from genie.models.dynamics import DynamicsModel
+from genie.models.lam import LatentActionModel
+from genie.models.tokenizer import VideoTokenizer
+from genie.training.pipeline import stage_configs
 
 
 def _sync(device: torch.device) -> None:
@@ -39,10 +45,6 @@ def _params(model: torch.nn.Module) -> int:
 
 def models_from_config(config: str | Path):
     """Fresh tokenizer, LAM and dynamics models at the sizes of a genie.yaml, plus the data config."""
-    from genie.dynamics import DynamicsModel
-    from genie.lam import LatentActionModel
-    from genie.pipeline import stage_configs
-    from genie.tokenizer import VideoTokenizer
 
     _, cfgs = stage_configs(config)
     tokenizer = VideoTokenizer(cfgs["tokenizer"].model)
@@ -139,14 +141,11 @@ def bench_play(world: WorldModel, batch_size: int, frames: int | None = None, wa
 def bench_decode(data_dir: str | Path, seq_len: int, resolution, batch_size: int = 16, workers: int = 2,
                  batches: int = 20, frame_cache_dir: str | Path | None = None, fit: str = DEFAULT_FIT) -> dict:
     """decode_frames_per_s of the training data path (decord + DataLoader workers), or with `frame_cache_dir`
-    of reading clips from a frame cache there (built first if missing; genie/frames.py)."""
-    from genie.data import VideoClips, usable_videos
+    of reading clips from a frame cache there (built first if missing; genie/data/frame_cache.py)."""
 
     videos = usable_videos(data_dir, min_frames=seq_len, progress=False)
     clips = VideoClips(videos, seq_len, resolution, clip_step=seq_len, fit=fit)
     if frame_cache_dir is not None:
-        from genie.frames import CachedClips, ensure_frame_cache
-
         clips = CachedClips(clips, ensure_frame_cache(clips, frame_cache_dir, num_workers=workers, progress=False))
     loader = torch.utils.data.DataLoader(clips, batch_size=batch_size, shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(0))

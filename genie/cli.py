@@ -1,31 +1,36 @@
-"""The `genie` command line: parses arguments and calls the library; no logic of its own."""
+"""The `genie` command line: parses arguments and calls the library; no logic of its own.
+
+Each subcommand imports its module inside its `_cmd_*` function, on purpose: `genie --help` and `genie data`
+start without importing torch or Lightning.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from pathlib import Path
 
-STAGES = ("tokenizer", "lam", "dynamics")
+# the stage names, spelled out here so `genie --help` need not import Lightning (genie.training.pipeline.STAGES
+# maps each to its classes; tests/test_layers.py checks the two agree)
+STAGE_NAMES = ("tokenizer", "lam", "dynamics")
 
 
 def sprites_default(field: str):
-    """A SpriteWorldConfig default, for `genie data sprites --help` (genie.sprites imports only numpy)."""
-    from genie.sprites import SpriteWorldConfig
+    """A SpriteWorldConfig default, for `genie data sprites --help` (genie.data.sprites imports only numpy)."""
+    from genie.data.sprites import SpriteWorldConfig
 
     return getattr(SpriteWorldConfig(), field)
 
 
 def _cmd_data(args: argparse.Namespace) -> None:
     if args.source == "sprites":
-        from genie import sprites
+        from genie.data import sprites
 
         cfg = sprites.SpriteWorldConfig(size=args.size, width=args.width, frames=args.frames, noise=args.noise)
         paths = sprites.generate(args.out, episodes=args.episodes, seed=args.seed, cfg=cfg, overwrite=args.overwrite)
     else:
-        from genie import gameplay
+        from genie.data import gameplay
 
         if args.source == "procgen":
             paths = gameplay.generate_procgen(args.out, env=args.env, episodes=args.episodes, seed=args.seed,
@@ -43,17 +48,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.run_dir:
         overrides.append(f"run_dir={args.run_dir}")
     if args.stage == "all":
-        from genie.pipeline import train_all
+        from genie.training.pipeline import train_all
 
         bundle = train_all(args.config, overrides=overrides, overwrite=args.overwrite)
         print(f"world model bundle: {bundle}")
         return
     from genie.config import load_config
-    from genie.train import train_stage
+    from genie.training.pipeline import STAGES
+    from genie.training.trainer import train_stage
 
-    task = importlib.import_module(f"genie.tasks.{args.stage}")
-    cfg = load_config(task.RunConfig, args.config, overrides)
-    run_dir = train_stage(task.Task, cfg, overwrite=args.overwrite)
+    run_config_cls, module_cls = STAGES[args.stage]
+    cfg = load_config(run_config_cls, args.config, overrides)
+    run_dir = train_stage(module_cls, cfg, overwrite=args.overwrite)
     print(f"{args.stage} trained: {run_dir}/checkpoints/last.ckpt")
 
 
@@ -117,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_cmd_data)
 
     train = sub.add_parser("train", help="train a stage (or all three) from a YAML config")
-    train.add_argument("stage", choices=(*STAGES, "all"))
+    train.add_argument("stage", choices=(*STAGE_NAMES, "all"))
     train.add_argument("--config", required=True, help="YAML file, e.g. configs/sprites/tokenizer.yaml")
     train.add_argument("--data", help="dataset folder (overrides data.dir)")
     train.add_argument("--run-dir", help="run folder (overrides run_dir)")

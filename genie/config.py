@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from genie.resolution import DEFAULT_FIT, Resolution, canonical_resolution, check_fit
+from genie.models.resolution import DEFAULT_FIT, Resolution, canonical_resolution, check_fit
 
 
 class ConfigError(ValueError):
@@ -34,7 +34,7 @@ class DataConfig:
     # frame size: one number for square frames (64 -> 64x64) or [height, width] (Genie's 160x90 is [90, 160]);
     # an override may also say 90x160
     resolution: Resolution = 64
-    # how frames of another aspect ratio are fitted to `resolution` (genie/resolution.py): "crop" (centre crop
+    # how frames of another aspect ratio are fitted to `resolution` (genie/models/resolution.py): "crop" (centre crop
     # to the target aspect, then resize), "pad" (resize to fit inside, black bars) or "resize" (squash)
     fit: str = DEFAULT_FIT
     val_fraction: float = 0.1  # fraction of files held out for validation (at least one file)
@@ -42,7 +42,7 @@ class DataConfig:
     num_workers: int = 2
     max_val_clips: int = 256  # validation uses at most this many clips (evenly spread)
     # decode the training videos once into <run_dir>/frame_cache/ (uint8 at `resolution`, H*W*3 bytes a
-    # frame on disk) and read clips from it instead of decoding video every step (genie/frames.py)
+    # frame on disk) and read clips from it instead of decoding video every step (genie/data/frame_cache.py)
     frame_cache: bool = False
     seed: int = 0
 

@@ -12,7 +12,7 @@ frame with the clip's inferred latent actions; the context window slides as in p
 `player_pos_error@k` (pixels, clips where the player is still drawn), `player_present@k` and
 `player_within_2px@k` (fractions of clips). Without intervals: `codebook_usage`, `codebook_perplexity`,
 `lam_codebook_*`, and with ground-truth sidecars `action_nmi`, `action_probe_acc`, `idm_ceiling_acc` and
-the action-map scores of genie.actions.action_scores.
+the action-map scores of genie.data.actions.action_scores.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genie.actions import action_scores
+from genie.data.actions import action_scores
 from genie.config import ConfigError
-from genie.data import VideoClips, video_to_float
-from genie.heldout import select_videos
+from genie.data.clips import VideoClips
+from genie.models.pixels import video_to_float
+from genie.data.heldout import select_videos
 from genie.metrics import bootstrap_interval, codebook_stats, player_position, psnr, ssim
-from genie.resolution import DEFAULT_FIT
-from genie.world import WorldModel, resolve_device
+from genie.models.resolution import DEFAULT_FIT
+from genie.models.world import WorldModel, resolve_device
+from genie.persistence import persistence_command
 
 ROLLOUT_KS = (1, 4, 8, 16)
 
@@ -96,7 +98,7 @@ def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_cl
     """Score `world` on clips of the `split` files of `data_dir` (see the module docstring for the keys).
 
     Clips are 1 + max(horizon, rollout_frames_k) frames; shorter videos are skipped. Raises ConfigError for
-    a horizon < 1 or an unknown split, genie.data.DataError when no video is long enough.
+    a horizon < 1 or an unknown split, genie.data.clips.DataError when no video is long enough.
     """
     from tqdm import tqdm
 
@@ -158,7 +160,7 @@ def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_cl
     truth = torch.cat(truths).flatten().numpy()
     if (truth >= 0).sum() >= 8:
         # the probe, NMI and the inverse-dynamics ceiling on one split of up to 4096 labelled transitions of
-        # the scored files, held-out half by episode (genie/actions.py)
+        # the scored files, held-out half by episode (genie/data/actions.py)
         metrics.update(action_scores(world, videos, seed=seed, progress=progress))
     metrics.update({"num_clips": len(clips), "num_videos": len(videos), "split": split,
                     "training_videos_scored": num_seen, "clip_frames": length, "horizon": horizon})
@@ -221,8 +223,6 @@ def eval_command(args) -> None:
     metrics["seconds"] = round(time.time() - start, 1)
     out.write_text(json.dumps(metrics, indent=2))  # written before the persistence rollout, which can fail alone
     if getattr(args, "persistence", 0):
-        from genie.persistence import persistence_command
-
         if args.persistence < 2:
             raise ConfigError(f"--persistence needs at least 2 steps, got {args.persistence}")
         metrics["persistence"] = json_safe(persistence_command(world, args.data, args.split, out,

@@ -17,16 +17,18 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from genie.lam import LAMConfig, LatentActionModel
-from genie.resolution import DEFAULT_FIT, frame_size
-from genie.video import VideoError, VideoWriter, fit_frames, iter_video
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.resolution import DEFAULT_FIT, frame_size
+from genie.data.video import VideoError, VideoWriter, iter_video
+from genie.models.pixels import fit_frames
+from genie.models.checkpoint import load_checkpoint, load_stage_model, recorded_fit
 
 log = logging.getLogger(__name__)
 
 
 def to_model_input(video: np.ndarray, resolution, fit: str = DEFAULT_FIT) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (T, 3, h, w) in [0, 1] at the LAM's resolution (int or (h, w)), fitted by
-    genie.video.fit_frames."""
+    genie.models.pixels.fit_frames."""
     video = fit_frames(np.asarray(video), resolution, fit)
     return rearrange(torch.from_numpy(np.ascontiguousarray(video)), "t h w c -> t c h w").float().div(255)
 
@@ -43,7 +45,7 @@ class WindowedActions:
 
     def __init__(self, model: LatentActionModel, window: int | None = None, batch_size: int = 32,
                  fit: str = DEFAULT_FIT):
-        """`fit`: how frames of another aspect ratio than the LAM's are fitted (genie.video.fit_frames)."""
+        """`fit`: how frames of another aspect ratio than the LAM's are fitted (genie.models.pixels.fit_frames)."""
         self.window = window or model.cfg.max_frames
         if not 2 <= self.window <= model.cfg.max_frames:
             raise ValueError(f"window must be between 2 and the LAM's {model.cfg.max_frames} frames, got {self.window}")
@@ -100,7 +102,7 @@ class WindowedActions:
 def infer_actions(model: LatentActionModel, video: np.ndarray, window: int | None = None, batch_size: int = 32,
                   fit: str = DEFAULT_FIT) -> list[int]:
     """Latent action ids (T-1 of them) for uint8 frames (T, H, W, 3) of any length and size, via overlapping
-    windows; frames are fitted to the LAM's resolution by genie.video.fit_frames."""
+    windows; frames are fitted to the LAM's resolution by genie.models.pixels.fit_frames."""
     if len(video) < 2:
         raise ValueError(f"a video needs at least 2 frames for one action, got {len(video)}")
     stream = WindowedActions(model, window, batch_size, fit=fit)
@@ -176,8 +178,6 @@ def infer_actions_command(model_path: str | Path, videos: list[str | Path], out:
     Unreadable videos are skipped with one line each; if any was skipped the command still writes the
     others, then fails with a one-line summary (non-zero exit).
     """
-    from genie.train import load_checkpoint, load_stage_model, recorded_fit
-
     ckpt = load_checkpoint(model_path)
     model = load_stage_model(model_path, "lam", LAMConfig, LatentActionModel, label="LAM", ckpt=ckpt)
     fit = recorded_fit(ckpt)  # frames of another aspect are fitted as the LAM's training frames were

@@ -143,7 +143,7 @@ def bootstrap_interval(values, groups=None, confidence: float = 0.95, resamples:
     return float(low), float(high)
 
 
-# the sprite world's player (genie/sprites.py draws it (250, 220, 40) with a dark centre); no ball or
+# the sprite world's player (genie/data/sprites.py draws it (250, 220, 40) with a dark centre); no ball or
 # background colour passes this test
 def player_mask(frames: torch.Tensor) -> torch.Tensor:
     """Float frames (..., 3, H, W) in [0, 1] -> bool (..., H, W): pixels of the sprite world's yellow player."""

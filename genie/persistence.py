@@ -30,6 +30,11 @@ import psutil
 import torch
 import torch.nn.functional as F
 
+from genie.data.clips import VideoClips
+from genie.data.heldout import select_videos
+from genie.data.video import write_gif
+from genie.models.pixels import video_to_float
+
 MOTION_WINDOW = 16
 STATISTICS = ("contrast", "roughness", "motion", "flicker")
 # the real range widened: contrast and motion may fall to a half and a quarter of the real 1st percentile,
@@ -185,9 +190,6 @@ def plot(series: dict[str, np.ndarray], bounds: dict, out: str | Path, title: st
 def persistence_command(world, data_dir, split: str, out: Path, steps: int = 1000, seed: int = 0) -> dict:
     """`genie eval --persistence N`: the rollout from the first clip of the split, reference bounds from up to
     32 real clips of it; writes <out>.persistence.json, .png (the plot) and .gif (the first 200 frames)."""
-    from genie.data import VideoClips, video_to_float
-    from genie.heldout import select_videos
-    from genie.video import write_gif
 
     length = min(MOTION_WINDOW * 2, 32)
     videos, _ = select_videos(data_dir, split, length, world.meta.get("training"), progress=False)

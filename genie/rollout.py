@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genie.actions import ActionMap
+from genie.data.actions import ActionMap
 from genie.config import ConfigError
-from genie.video import read_frames, write_video
-from genie.world import ActionError, WorldModel, resolve_device
+from genie.data.video import read_frames, write_video
+from genie.models.world import ActionError, WorldModel, resolve_device
+from genie.inference import infer_actions
 
 ACTIONS_FORM = "comma-separated latent action ids such as 0,3,3,1"
 
@@ -17,7 +18,7 @@ ACTIONS_FORM = "comma-separated latent action ids such as 0,3,3,1"
 def parse_actions(args, num_actions: int, action_map=None) -> list[int]:
     """--actions 0,3,3,1 | --random N | --repeat A:N -> a list of latent action ids, each checked.
 
-    With an `action_map` (genie.actions.ActionMap, a bundle trained on labelled data) --actions also takes
+    With an `action_map` (genie.data.actions.ActionMap, a bundle trained on labelled data) --actions also takes
     the game's action names (right,right,jump), each turned into the latent code that means it.
     """
     rng = np.random.default_rng(args.seed)
@@ -66,8 +67,6 @@ def rollout(world: WorldModel, prompt: np.ndarray, actions: list[int], seed: int
 
 def compare(world: WorldModel, clip: np.ndarray, prompt_frames: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:
     """Real clip vs its replay from the first `prompt_frames` frames with its own inferred actions."""
-    from genie.inference import infer_actions
-
     video = world.to_float(clip)
     real = (video[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
     actions = infer_actions(world.lam, real, window=world.lam.cfg.max_frames, fit=world.fit)

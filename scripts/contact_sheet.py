@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from genie.config import DataConfig
-from genie.data import VideoDataModule
-from genie.video import contact_sheet, write_image
+from genie.data.datamodule import VideoDataModule
+from genie.data.video import contact_sheet, write_image
 
 
 def main() -> None:

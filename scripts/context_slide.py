@@ -1,4 +1,4 @@
-"""The speed / quality trade of the rollout context window's slide (genie/sampling.py).
+"""The speed / quality trade of the rollout context window's slide (genie/models/sampling.py).
 
 Replays whole episodes from their first frame with the actions the LAM infers from them, once for each
 slide, and reports the mean time of a batched world.step and the PSNR of generated vs real frames over
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genie.data import usable_videos
+from genie.data.clips import usable_videos
 from genie.inference import infer_actions
 from genie.metrics import psnr
-from genie.video import read_frames
-from genie.world import WorldModel
+from genie.data.video import read_frames
+from genie.models.world import WorldModel
 
 
 def replay(world: WorldModel, real: np.ndarray, actions: np.ndarray, slide: int, seed: int) -> tuple[np.ndarray, float]:

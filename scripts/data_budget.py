@@ -8,7 +8,7 @@ so no weights are allocated and nothing runs; the frames per second a stage woul
 given MFU against the H100's measured bf16 peak. Decoding is timed here with 1 and 2 workers at the
 config's resolution and clip length; the per-worker rate scales to the config's num_workers as long as
 the machine has that many free cores (the lent GPU machine has 16). Reading clips from a frame cache
-(`data.frame_cache: true`, genie/frames.py) is timed with 1 worker.
+(`data.frame_cache: true`, genie/data/frame_cache.py) is timed with 1 worker.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ PIPELINE_OVERRIDES = [
 @pytest.fixture(scope="session")
 def sprite_data(tmp_path_factory) -> Path:
     """A folder of 12 sprite-world episodes (32x32, 48 frames, with action sidecars)."""
-    from genie import sprites
+    from genie.data import sprites
 
     out = tmp_path_factory.mktemp("sprites")
     sprites.generate(out, episodes=12, seed=0, progress=False)
@@ -45,7 +45,7 @@ def sprite_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pipeline_data(tmp_path_factory) -> Path:
     """64 sprite episodes, as `make demo` trains on (16 were learned by heart: docs/results.md)."""
-    from genie import sprites
+    from genie.data import sprites
 
     out = tmp_path_factory.mktemp("sprites64")
     sprites.generate(out, episodes=64, seed=0, progress=False)

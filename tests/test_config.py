@@ -11,7 +11,7 @@ import pytest
 
 from genie.cli import main
 from genie.config import ConfigError, DataConfig, TrainConfig, load_config, save_config
-from genie.pipeline import stage_configs
+from genie.training.pipeline import stage_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_YAML = ROOT / "configs" / "sprites" / "tokenizer.yaml"
@@ -151,10 +151,10 @@ def test_config_mistakes_on_the_command_line_are_one_line_errors(tmp_path, capsy
 
 
 def test_command_line_overrides_before_or_after_options_reach_the_stage(tmp_path, monkeypatch):
-    import genie.train
+    import genie.training.trainer
 
     seen = []
-    monkeypatch.setattr(genie.train, "train_stage", lambda task, cfg, **kw: seen.append(cfg) or Path(cfg.run_dir))
+    monkeypatch.setattr(genie.training.trainer, "train_stage", lambda task, cfg, **kw: seen.append(cfg) or Path(cfg.run_dir))
     data, run = str(tmp_path / "videos"), str(tmp_path / "run")
     assert (
         main(

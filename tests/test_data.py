@@ -1,4 +1,4 @@
-"""The data pipeline (genie/data.py) and the sprite-world generator, as DESIGN.md's Data section specifies."""
+"""The data pipeline (genie/data/clips.py) and the sprite-world generator, as DESIGN.md's Data section specifies."""
 
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ import numpy as np
 import pytest
 import torch
 
-from genie import data as data_mod
-from genie import sprites
+from genie.data import clips as data_mod
+from genie.data import sprites
 from genie.config import DataConfig
-from genie.data import (
-    INDEX_FILE,
+from genie.data.clips import (
     DataError,
+    INDEX_FILE,
     VideoClips,
-    VideoDataModule,
     discover_videos,
     index_videos,
     split_by_file,
     usable_videos,
 )
-from genie.recording import DatasetExistsError
-from genie.video import read_video, write_video
+from genie.data.datamodule import VideoDataModule
+from genie.data.recording import DatasetExistsError
+from genie.data.video import read_video, write_video
 
 
 def random_video(path: Path, frames: int, size: int = 32, seed: int = 0) -> Path:
@@ -91,7 +91,7 @@ def test_workers_start_after_the_main_process_read_a_clip(sprite_data):
     script = f"""
 import torch
 from genie.config import DataConfig
-from genie.data import VideoDataModule
+from genie.data.datamodule import VideoDataModule
 m = VideoDataModule(DataConfig(dir={str(sprite_data)!r}, seq_len=4, resolution=32, num_workers=0))
 m.setup()
 first = m.train_set[0]["video"]
@@ -233,7 +233,7 @@ def test_sprite_generator_refuses_to_overwrite_unless_asked(tmp_path):
 
 @pytest.mark.parametrize("resolution, frame_stride", [(32, 1), (24, 2)])
 def test_frame_cache_gives_the_clips_the_video_loader_gives(sprite_data, tmp_path, resolution, frame_stride):
-    from genie.frames import CachedClips
+    from genie.data.frame_cache import CachedClips
 
     cfg = DataConfig(
         dir=str(sprite_data),
@@ -296,10 +296,10 @@ def test_frame_cache_follows_the_split_and_clears_a_killed_build(sprite_data, tm
 
 
 def test_frame_cache_without_disk_room_is_a_clear_error(sprite_data, tmp_path, monkeypatch):
-    import genie.frames
+    import genie.data.frame_cache
 
     monkeypatch.setattr(
-        genie.frames.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000)
+        genie.data.frame_cache.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000)
     )
     cfg = DataConfig(dir=str(sprite_data), seq_len=4, resolution=32, num_workers=0, frame_cache=True)
     with pytest.raises(DataError, match="frame cache needs .* set data.frame_cache=false"):
@@ -308,10 +308,11 @@ def test_frame_cache_without_disk_room_is_a_clear_error(sprite_data, tmp_path, m
 
 
 def test_pixel_stages_read_the_frame_cache_of_their_run_folder(tmp_path):
-    from genie.tasks import lam, tokenizer
+    from genie.training.lam_stage import LAMModule, LAMRunConfig
+    from genie.training.tokenizer_stage import TokenizerModule, TokenizerRunConfig
 
-    for task in (tokenizer, lam):
-        cfg = task.RunConfig(run_dir=str(tmp_path / task.Task.stage), data=DataConfig(frame_cache=True))
-        assert task.Task.make_datamodule(cfg).frame_cache_dir == tmp_path / task.Task.stage / "frame_cache"
+    for run_config, module in ((TokenizerRunConfig, TokenizerModule), (LAMRunConfig, LAMModule)):
+        cfg = run_config(run_dir=str(tmp_path / module.stage), data=DataConfig(frame_cache=True))
+        assert module.make_datamodule(cfg).frame_cache_dir == tmp_path / module.stage / "frame_cache"
         cfg.data.frame_cache = False
-        assert task.Task.make_datamodule(cfg).frame_cache_dir is None
+        assert module.make_datamodule(cfg).frame_cache_dir is None

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from genie.dynamics import DynamicsConfig, DynamicsModel
-from genie.sampling import RolloutState, generate
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
+from genie.models.sampling import RolloutState, generate
 
 
 def tiny_dynamics(**kw) -> DynamicsModel:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from genie import sprites
-from genie.heldout import fingerprint, select_videos
+from genie.data import sprites
+from genie.data.heldout import fingerprint, select_videos
 from genie.metrics import bootstrap_interval, normalized_mutual_info, player_position, psnr, ssim
 from genie.persistence import degenerate_frames, frame_statistics, reference_bounds
 
@@ -79,7 +79,7 @@ def test_collapse_measure_passes_real_video_and_flags_blank_noise_and_frozen_fra
 def test_eval_split_follows_the_training_split_and_counts_training_files(tmp_path):
     sprites.generate(tmp_path, episodes=10, seed=0, progress=False)
     from genie.config import DataConfig
-    from genie.heldout import training_record
+    from genie.data.heldout import training_record
 
     record = training_record(DataConfig(dir=str(tmp_path), seq_len=8, val_fraction=0.2))
     val, seen_val = select_videos(tmp_path, "val", 8, record, progress=False)
@@ -137,7 +137,7 @@ class OracleWorld:
 
 def test_eval_compares_generated_frame_k_with_real_frame_k(tmp_path, monkeypatch):
     import genie.evaluate as ev
-    from genie.data import VideoClips, usable_videos
+    from genie.data.clips import VideoClips, usable_videos
 
     sprites.generate(tmp_path, episodes=4, seed=3, progress=False)
     clips = VideoClips(usable_videos(tmp_path, 17, progress=False), 17, 32, max_clips=8)

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from genie import gameplay
-from genie.data import actions_path
-from genie.recording import DatasetExistsError
-from genie.video import read_video
+from genie.data import gameplay
+from genie.data.clips import actions_path
+from genie.data.recording import DatasetExistsError
+from genie.data.video import read_video
 
 pytest.importorskip("procgen")
 pytest.importorskip("ale_py")

@@ -14,12 +14,12 @@ import torch
 
 from genie.cli import main
 from genie.config import ConfigError, load_config
-from genie.data import discover_videos
+from genie.data.clips import discover_videos
 from genie.inference import infer_actions, to_model_input
-from genie.lam import LAMConfig, LatentActionModel, load_lam
-from genie.tasks.lam import RunConfig
-from genie.train import RunError
-from genie.video import read_video, write_video
+from genie.models.lam import LAMConfig, LatentActionModel, load_lam
+from genie.training.lam_stage import LAMRunConfig
+from genie.models.checkpoint import RunError
+from genie.data.video import read_video, write_video
 
 # The pipeline run's LAM (tests/conftest.py: configs/sprites/lam.yaml at 400 steps on 64 sprite episodes, 6 held
 # out, 32 validation clips) measured action_nmi 0.574, action_probe_acc 0.93, 4 of 8 codes, lam_delta_psnr 3.0 dB.
@@ -201,10 +201,10 @@ def test_bundle_without_a_lam_is_refused(tmp_path):
 
 
 def test_run_config_follows_the_data():
-    cfg = load_config(RunConfig, None, ["data.resolution=48", "data.seq_len=6", "model.patch=8"])
+    cfg = load_config(LAMRunConfig, None, ["data.resolution=48", "data.seq_len=6", "model.patch=8"])
     assert (cfg.model.resolution, cfg.model.max_frames) == (48, 6)
     with pytest.raises(ConfigError, match="divisible"):
-        load_config(RunConfig, None, ["data.resolution=50", "model.patch=8"])
+        load_config(LAMRunConfig, None, ["data.resolution=50", "model.patch=8"])
 
 
 def test_encoder_and_decoder_shapes():
@@ -217,7 +217,7 @@ def test_encoder_and_decoder_shapes():
 
 
 def test_shift_within_patch_rolls_each_clip_by_its_own_offset():
-    from genie.lam import shift_within_patch
+    from genie.models.lam import shift_within_patch
 
     video = torch.rand(6, 3, 3, 16, 16)
     shifted = shift_within_patch(video, patch=4)

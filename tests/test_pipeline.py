@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from genie.cli import main
-from genie.data import float_to_video
-from genie.video import read_video
-from genie.world import WorldModel
+from genie.models.pixels import float_to_video
+from genie.data.video import read_video
+from genie.models.world import WorldModel
 
 ROOT = Path(__file__).resolve().parents[1]
 # Held-out bars (docs/results.md, issue 13). At the demo budget the first generated frame puts the player
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def heldout_data(tmp_path_factory) -> Path:
     """Sprite episodes of another generator seed: backgrounds, starts and actions the model never saw."""
-    from genie import sprites
+    from genie.data import sprites
 
     out = tmp_path_factory.mktemp("sprites_heldout")
     sprites.generate(out, episodes=16, seed=1, progress=False)
@@ -129,7 +129,8 @@ def test_actions_that_change_nothing_show_no_evidence_of_control(bundle, heldout
 
 
 def test_a_broken_dynamics_model_is_flagged_as_collapsed(bundle, heldout_data):
-    from genie.data import VideoClips, usable_videos, video_to_float
+    from genie.data.clips import VideoClips, usable_videos
+    from genie.models.pixels import video_to_float
     from genie.persistence import persistence, reference_bounds
 
     world = WorldModel.load(bundle)
@@ -144,7 +145,7 @@ def test_a_broken_dynamics_model_is_flagged_as_collapsed(bundle, heldout_data):
 
 
 def test_bundle_records_its_training_files_for_held_out_evaluation(bundle, pipeline_data, heldout_data):
-    from genie.heldout import select_videos
+    from genie.data.heldout import select_videos
 
     record = WorldModel.load(bundle).meta["training"]
     val, seen_val = select_videos(pipeline_data, "val", 17, record, progress=False)

@@ -1,4 +1,4 @@
-"""genie/quantize.py on its own: nearest-code lookup, the straight-through gradient, the commitment loss, and the
+"""genie/models/quantize.py on its own: nearest-code lookup, the straight-through gradient, the commitment loss, and the
 dead-code restart (codes unused for the configured window are re-initialised at batch inputs; used ones are kept)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genie.quantize import VectorQuantizer
+from genie.models.quantize import VectorQuantizer
 
 
 def quantizer(num_codes: int = 8, code_dim: int = 4, seed: int = 0, **kwargs) -> VectorQuantizer:

@@ -1,4 +1,4 @@
-"""Reading any real video folder (genie/video.py): every readable frame kept, upright, in bounded memory.
+"""Reading any real video folder (genie/data/video.py): every readable frame kept, upright, in bounded memory.
 
 Each input is made here, small, of a kind that public bug reports of decord, PyAV and video loaders
 describe: phone rotation metadata, AV1, animated GIFs, folders of numbered images, damaged tails, EXIF
@@ -18,12 +18,20 @@ import numpy as np
 import pytest
 import torch
 
-from genie import video as video_mod
+from genie.data import video as video_mod
 from genie.cli import main
-from genie.data import VideoClips, discover_videos, usable_videos
+from genie.data.clips import VideoClips, discover_videos, usable_videos
 from genie.inference import WindowedActions, infer_actions, to_model_input, video_actions
-from genie.lam import LAMConfig, LatentActionModel
-from genie.video import VideoError, iter_video, probe_video, read_frames, read_video, write_gif, write_image
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.data.video import (
+    VideoError,
+    iter_video,
+    probe_video,
+    read_frames,
+    read_video,
+    write_gif,
+    write_image,
+)
 
 
 def frames_with_marker(count: int = 12, height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:
@@ -327,7 +335,7 @@ def test_infer_actions_streams_gifs_rotated_and_image_folders(tmp_path):
 
 
 def test_video_actions_match_the_whole_video_reading(tmp_path):
-    from genie.lam import load_lam
+    from genie.models.lam import load_lam
 
     model = load_lam(random_lam_checkpoint(tmp_path / "lam.ckpt"))
     video = encode(tmp_path / "clip.mp4", frames_with_marker(count=33, height=40, width=40))

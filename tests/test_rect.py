@@ -13,14 +13,15 @@ import torch
 
 from genie.cli import main
 from genie.config import ConfigError, DataConfig, load_config
-from genie.data import VideoDataModule
-from genie.dynamics import DynamicsConfig, DynamicsModel
+from genie.data.datamodule import VideoDataModule
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.inference import infer_actions
-from genie.lam import LAMConfig, LatentActionModel
-from genie.sampling import rollout_video
-from genie.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
-from genie.video import fit_frames, read_frames, read_video, write_video
-from genie.world import WorldModel
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.sampling import rollout_video
+from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
+from genie.data.video import read_frames, read_video, write_video
+from genie.models.pixels import fit_frames
+from genie.models.world import WorldModel
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WIDE = (24, 40)  # (H, W): a 5:3 grid of 8-pixel patches, 3x5 tokens, small enough for every test here
@@ -84,27 +85,27 @@ def disk_box(frame: np.ndarray) -> tuple[int, int]:
 
 
 def test_resolution_is_one_number_or_height_by_width():
-    from genie.tasks.tokenizer import RunConfig
+    from genie.training.tokenizer_stage import TokenizerRunConfig
 
     assert DataConfig().resolution == 64 and DataConfig().fit == "crop"
     assert DataConfig(resolution=[90, 160]).resolution == (90, 160)
     assert DataConfig(resolution=[64, 64]).resolution == 64  # a square pair is the one number
     for override in ("data.resolution=[90,160]", "data.resolution=90x160", "data.resolution=90,160"):
-        cfg = load_config(RunConfig, None, [override, "model.patch=10"])
+        cfg = load_config(TokenizerRunConfig, None, [override, "model.patch=10"])
         assert cfg.data.resolution == (90, 160) and cfg.model.resolution == (90, 160)
-    assert load_config(RunConfig, None, ["data.resolution=48"]).data.resolution == 48
+    assert load_config(TokenizerRunConfig, None, ["data.resolution=48"]).data.resolution == 48
     for bad, words in (
         ("data.resolution=[1,2,3]", "height x width"),
         ("data.resolution=0", "positive"),
         ("data.fit=squash", "crop, pad, resize"),
     ):
         with pytest.raises(ConfigError, match=words) as e:
-            load_config(RunConfig, None, [bad])
+            load_config(TokenizerRunConfig, None, [bad])
         assert "\n" not in str(e.value)
 
 
 def test_shipped_wide_configs_are_160x90():
-    from genie.pipeline import stage_configs
+    from genie.training.pipeline import stage_configs
 
     _, cfgs = stage_configs(CONFIGS / "sprites-wide" / "genie.yaml")
     for cfg in cfgs.values():
@@ -114,9 +115,9 @@ def test_shipped_wide_configs_are_160x90():
 
 @pytest.mark.parametrize("stage", ["tokenizer", "lam"])
 def test_a_patch_that_does_not_divide_both_sides_is_a_one_line_config_error(stage):
-    import importlib
+    from genie.training.pipeline import STAGES
 
-    run_config = importlib.import_module(f"genie.tasks.{stage}").RunConfig
+    run_config = STAGES[stage][0]
     with pytest.raises(ConfigError) as e:
         load_config(run_config, None, ["data.resolution=[90,160]", "model.patch=8"])
     message = str(e.value)
@@ -156,7 +157,7 @@ def test_every_model_runs_on_a_non_square_grid():
 
 
 def test_patch_tokens_run_row_by_row_over_a_rectangle_and_unpatchify_inverts_them():
-    from genie.blocks import PatchEmbed, unpatchify
+    from genie.models.blocks import PatchEmbed, unpatchify
 
     patch, (height, width) = 8, WIDE
     embed = PatchEmbed(patch, 3, 3 * patch * patch, WIDE, max_frames=1)
@@ -315,8 +316,8 @@ TINY_PIPELINE = [
 @pytest.fixture(scope="module")
 def wide_bundle(tmp_path_factory) -> Path:
     """The shipped 160x90 config, trained a few steps with tiny models on 160x90 sprite episodes."""
-    from genie import sprites
-    from genie.pipeline import train_all
+    from genie.data import sprites
+    from genie.training.pipeline import train_all
 
     root = tmp_path_factory.mktemp("wide")
     sprites.generate(

@@ -15,7 +15,8 @@ import torch
 
 from genie.cli import build_parser, main
 from genie.config import TrainConfig
-from genie.train import RunError, fit, load_checkpoint
+from genie.models.checkpoint import RunError, load_checkpoint
+from genie.training.trainer import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_CONFIG = str(ROOT / "configs" / "sprites" / "tokenizer.yaml")
@@ -115,7 +116,7 @@ def test_ddp_on_cpu_with_two_processes_trains_and_checkpoint_loads(sprite_data, 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert step_of(run_dir / "checkpoints" / "last.ckpt") == 6
-    from genie.tokenizer import load_tokenizer
+    from genie.models.tokenizer import load_tokenizer
 
     model = load_tokenizer(run_dir)
     assert model.num_codes == 64
@@ -190,7 +191,7 @@ def test_unusable_data_folder_gives_one_line_error(tmp_path, capsys, case):
         (data / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
         (data / "empty.mp4").write_bytes(b"")
     if case == "too_short":
-        from genie import sprites
+        from genie.data import sprites
 
         sprites.generate(data, episodes=2, cfg=sprites.SpriteWorldConfig(frames=3), progress=False)
     code = main(
@@ -304,7 +305,7 @@ def test_wrong_stage_checkpoint_is_refused(sprite_data, tmp_path):
         )
         == 0
     )
-    from genie.lam import load_lam
+    from genie.models.lam import load_lam
 
     with pytest.raises(RunError, match="tokenizer checkpoint, expected a lam"):
         load_lam(run_dir)
@@ -381,7 +382,7 @@ def test_nan_loss_stops_training_within_ten_steps_between_checkpoints(tmp_path):
 )
 def test_only_the_launching_rank_may_delete_a_run_folder(monkeypatch, env, zero):
     # Lightning's launcher and torchrun set RANK / LOCAL_RANK in the other ranks; srun sets SLURM_PROCID only
-    from genie.train import is_launch_rank_zero
+    from genie.training.trainer import is_launch_rank_zero
 
     for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(name, raising=False)
@@ -398,7 +399,7 @@ def test_servers_bind_to_localhost_by_default():
 def test_clip_stream_continues_the_data_position_after_a_resume():
     import itertools
 
-    from genie.data import ClipStream
+    from genie.data.clips import ClipStream
 
     batch = 3
     uninterrupted = list(itertools.islice(iter(ClipStream(10, batch, seed=1)), 8 * batch))

@@ -1,4 +1,4 @@
-"""The video tokenizer (genie/tokenizer.py) and its training stage (genie/tasks/tokenizer.py)."""
+"""The video tokenizer (genie/models/tokenizer.py) and its training stage (genie/training/tokenizer_stage.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from genie.config import ConfigError, DataConfig, TrainConfig, load_config
-from genie.data import VideoDataModule, video_to_float
+from genie.data.datamodule import VideoDataModule
+from genie.models.pixels import video_to_float
 from genie.metrics import psnr
-from genie.tasks.tokenizer import RunConfig, Task
-from genie.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer, load_tokenizer
-from genie.train import RunError, load_checkpoint, train_stage
+from genie.training.tokenizer_stage import TokenizerModule, TokenizerRunConfig
+from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer, load_tokenizer
+from genie.models.checkpoint import RunError, load_checkpoint
+from genie.training.trainer import train_stage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -27,8 +29,8 @@ def tiny_tokenizer(seed: int = 0) -> VideoTokenizer:
     return VideoTokenizer(TokenizerConfig(**TINY)).eval()
 
 
-def run_config(run_dir: Path, data_dir: Path, max_steps: int, **train) -> RunConfig:
-    return RunConfig(
+def run_config(run_dir: Path, data_dir: Path, max_steps: int, **train) -> TokenizerRunConfig:
+    return TokenizerRunConfig(
         run_dir=str(run_dir),
         data=DataConfig(dir=str(data_dir), seq_len=4, resolution=32, batch_size=4, num_workers=0, max_val_clips=32),
         model=TokenizerConfig(
@@ -50,7 +52,7 @@ def run_config(run_dir: Path, data_dir: Path, max_steps: int, **train) -> RunCon
     )
 
 
-def val_psnr(model: VideoTokenizer, cfg: RunConfig) -> float:
+def val_psnr(model: VideoTokenizer, cfg: TokenizerRunConfig) -> float:
     module = VideoDataModule(cfg.data)
     scores = []
     with torch.no_grad():
@@ -144,15 +146,15 @@ def test_wrong_frame_size_is_a_clear_error():
 
 
 def test_run_config_takes_resolution_and_clip_length_from_the_data():
-    cfg = RunConfig(data=DataConfig(resolution=32, seq_len=12), model=TokenizerConfig(resolution=64, max_frames=8))
+    cfg = TokenizerRunConfig(data=DataConfig(resolution=32, seq_len=12), model=TokenizerConfig(resolution=64, max_frames=8))
     assert cfg.model.resolution == 32 and cfg.model.max_frames == 12
     with pytest.raises(ConfigError, match="divisible by model.patch 4"):
-        RunConfig(data=DataConfig(resolution=30))
+        TokenizerRunConfig(data=DataConfig(resolution=30))
 
 
 @pytest.mark.parametrize("name", ["sprites", "coinrun"])
 def test_shipped_configs_load(name):
-    cfg = load_config(RunConfig, CONFIGS / name / "tokenizer.yaml")
+    cfg = load_config(TokenizerRunConfig, CONFIGS / name / "tokenizer.yaml")
     assert cfg.run_dir == f"runs/{name}/tokenizer"
     assert cfg.model.max_frames >= cfg.data.seq_len
     assert cfg.model.resolution == cfg.data.resolution
@@ -167,8 +169,8 @@ def trained(sprite_data, tmp_path_factory):
     tests that use it are marked slow)."""
     cfg = run_config(tmp_path_factory.mktemp("tokenizer") / "run", sprite_data, max_steps=400)
     torch.manual_seed(cfg.train.seed)
-    before = val_psnr(Task(cfg).model.eval(), cfg)
-    run_dir = train_stage(Task, cfg, progress=False)
+    before = val_psnr(TokenizerModule(cfg).model.eval(), cfg)
+    run_dir = train_stage(TokenizerModule, cfg, progress=False)
     return cfg, run_dir, before
 
 
@@ -222,7 +224,7 @@ def test_load_tokenizer_refuses_a_checkpoint_of_another_stage(tmp_path):
 def test_resuming_continues_the_step_count(sprite_data, tmp_path):
     starts = []
 
-    class RecordingTask(Task):
+    class RecordingTask(TokenizerModule):
         def on_train_start(self):
             starts.append(self.global_step)
 

@@ -11,10 +11,11 @@ import torch
 from einops import rearrange
 
 from genie.config import DataConfig
-from genie.data import VideoClips, usable_videos, video_to_float
-from genie.lam import LAMConfig, LatentActionModel
-from genie.tokenizer import TokenizerConfig, VideoTokenizer
-from genie.tokens import META_FILE, TokenClips, TokenDataModule, ensure_token_cache
+from genie.data.clips import VideoClips, usable_videos
+from genie.models.pixels import video_to_float
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
+from genie.data.token_cache import META_FILE, TokenClips, TokenDataModule, ensure_token_cache
 
 
 def frozen_models(seed: int = 0):

@@ -2,7 +2,7 @@
 
 The bundle's meta["training"] records the training folder, the split settings and a fingerprint of
 every training file; `select_videos` picks the `val`, `train` or `all` files of a folder by the same
-deterministic split training used (genie.data.split_by_file) and counts how many of the chosen files
+deterministic split training used (genie.data.clips.split_by_file) and counts how many of the chosen files
 the model saw in training, by fingerprint, so a renamed or copied training file is still caught.
 """
 
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+
+from genie.config import ConfigError
+from genie.data.clips import DataError, split_by_file, usable_videos
 
 SPLITS = ("val", "train", "all")
 _HEAD_BYTES = 1 << 20
@@ -37,7 +40,7 @@ def training_record(data_cfg, progress: bool = False) -> dict:
 
     Keys: data_dir, val_fraction, seed, train_files (paths relative to data_dir), train_fingerprints.
     """
-    from genie.data import VideoDataModule
+    from genie.data.datamodule import VideoDataModule  # lazy: Lightning, which only training needs; eval imports this module
 
     root = Path(data_cfg.dir)
     datamodule = VideoDataModule(data_cfg)
@@ -53,15 +56,11 @@ def select_videos(data_dir: str | Path, split: str, min_frames: int, record: dic
     """The usable videos of `data_dir` in `split` ("val" | "train" | "all"), and how many of them are training files.
 
     With a record, "train" is the files whose fingerprints it lists and "val" every other file (all of a folder
-    the model never saw); without one, the folder is split as training would (genie.data.split_by_file with the
+    the model never saw); without one, the folder is split as training would (genie.data.clips.split_by_file with the
     default val_fraction and seed), the training files are unknown and the count is -1. Raises ConfigError for an
-    unknown split and genie.data.DataError when no video is usable.
+    unknown split and genie.data.clips.DataError when no video is usable.
     """
-    from genie.data import split_by_file, usable_videos
-
     if split not in SPLITS:
-        from genie.config import ConfigError
-
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     root = Path(data_dir)
     videos = usable_videos(root, min_frames=min_frames, progress=progress)
@@ -76,7 +75,5 @@ def select_videos(data_dir: str | Path, split: str, min_frames: int, record: dic
         videos = [v for v, t in zip(videos, trained) if t == (split == "train")]
         trained = [split == "train"] * len(videos)
     if not videos:
-        from genie.data import DataError
-
         raise DataError(f"{root}: no usable video of {min_frames}+ frames in the {split} split; try --split all")
     return videos, sum(trained)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genie.video import VIDEO_EXTENSIONS, write_video
+from genie.data.video import VIDEO_EXTENSIONS, write_video
 
 
 class DatasetExistsError(FileExistsError):

@@ -1,6 +1,6 @@
 """True actions: how much of them the frames show, and which latent action means which of them.
 
-Both read a folder's ground-truth sidecars (`x.actions.npy`, genie/data.py), never during training:
+Both read a folder's ground-truth sidecars (`x.actions.npy`, genie/data/clips.py), never during training:
 
 - `idm_ceiling_acc`: the held-out accuracy of a supervised inverse-dynamics model (IDM: frames t and t+1 ->
   true action), trained on the same labels a LAM is scored against. Some actions do not show in the frames
@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genie.metrics import fit_probe_accuracy
-from genie.resolution import DEFAULT_FIT
-from genie.world import ActionError
+from genie.metrics import fit_probe_accuracy, normalized_mutual_info
+from genie.models.resolution import DEFAULT_FIT
+from genie.models.world import ActionError
+from genie.data.clips import load_actions, usable_videos
+from genie.data.video import read_video
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +300,7 @@ class LabelledTransitions:
 
 def strided_labels(truth: np.ndarray, num_frames: int, frame_stride: int) -> np.ndarray:
     """The true action of each transition of frames 0, s, 2s, ... (s = frame_stride): int64 ((num_frames-1)//s,),
-    -1 where the s actions it spans differ (as genie.data.VideoClips labels strided clips)."""
+    -1 where the s actions it spans differ (as genie.data.clips.VideoClips labels strided clips)."""
     count = (num_frames - 1) // frame_stride
     spans = np.asarray(truth[: count * frame_stride], dtype=np.int64).reshape(count, frame_stride)
     return np.where((spans == spans[:, :1]).all(1), spans[:, 0], -1)
@@ -329,13 +331,11 @@ def read_labelled(lam, videos: list, resolution, frame_stride: int = 1, max_tran
                   seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
                   fit: str = DEFAULT_FIT) -> LabelledTransitions | None:
     """The labelled transitions of `videos` (genie.data.VideoInfo each; those without a sidecar are skipped),
-    frames at `resolution` (int or (H, W), fitted by genie.video.fit_frames with `fit`), every `frame_stride`-th
+    frames at `resolution` (int or (H, W), fitted by genie.models.pixels.fit_frames with `fit`), every `frame_stride`-th
     frame; at most `max_transitions`, a seeded random choice
     spread over all of them. None when no transition is labelled."""
     from tqdm import tqdm
 
-    from genie.data import load_actions
-    from genie.video import read_video
 
     plan = []  # (video index, labels of its transitions)
     for i, video in enumerate(videos):
@@ -378,7 +378,6 @@ def action_meta(lam, videos: list, data_cfg, min_labels: int = 200, max_episodes
 
     Names come from the folder's dataset.json; without one, "action0", "action1", ...
     """
-    from genie.data import load_actions
 
     chosen, labelled = [], 0
     for video in videos:
@@ -421,8 +420,8 @@ def action_scores(world, data, frame_stride: int | None = None, max_transitions:
                   train_fraction: float = 0.5, seed: int = 0, idm_steps: int = 400, progress: bool = False) -> dict:
     """How well a bundle's latent actions name the true ones, beside how well anything could, on one split.
 
-    world: a genie.world.WorldModel. data: a folder of videos with `*.actions.npy` sidecars, or a list of
-    genie.data.VideoInfo (e.g. the held-out files genie.heldout.select_videos picks). At most
+    world: a genie.models.world.WorldModel. data: a folder of videos with `*.actions.npy` sidecars, or a list of
+    genie.data.VideoInfo (e.g. the held-out files genie.data.heldout.select_videos picks). At most
     `max_transitions` labelled transitions (a seeded random choice) at the model's resolution, every
     `frame_stride`-th frame (default: the stride the bundle's action map was learned at, else 1). They are
     split into train and held-out halves by episode (`split_by="episode"`: no episode on both sides) or by
@@ -436,8 +435,6 @@ def action_scores(world, data, frame_stride: int | None = None, max_transitions:
     - action_majority_acc: the share of the most frequent true action (what naming one action for all gets).
     Plus action_transitions, action_train_transitions, action_episodes, action_split. {} when nothing is labelled.
     """
-    from genie.data import usable_videos
-    from genie.metrics import normalized_mutual_info
 
     if split_by not in ("episode", "transition"):
         raise ValueError(f"split_by must be 'episode' or 'transition', got {split_by!r}")

@@ -1,7 +1,7 @@
 """Recording real gameplay as dataset folders: Procgen (procgen2) and Atari (ale-py) under a random policy.
 
 Each episode becomes `episode_XXXXX.mp4` (lossless) with `episode_XXXXX.actions.npy`: the raw action id
-taken between frame t and t+1 (length frames - 1), written by `genie.recording.EpisodeWriter`; the
+taken between frame t and t+1 (length frames - 1), written by `genie.data.recording.EpisodeWriter`; the
 folder's `dataset.json` names the actions and the policy. The policy samples an action and holds it
 for a random number of steps (sticky actions), so that an action's effect lasts long enough to be
 seen and learned. Deterministic given a seed.
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from genie.config import ConfigError
+from genie.data.recording import EpisodeWriter
 
 MIN_EPISODE_FRAMES = 16  # shorter episodes cannot fill one default clip; they are skipped
 PROCGEN_FPS = 15  # procgen's own video frame rate
@@ -169,8 +170,6 @@ def generate_procgen(
     progress: bool = True,
 ) -> list[Path]:
     """Record `episodes` Procgen episodes (64x64, 15 fps) with raw-action sidecars into `out`."""
-    from genie.recording import EpisodeWriter
-
     ProcgenGym3Env = _import_procgen()
     name = env.lower()
     if name not in PROCGEN_DISTINCT_ACTIONS:
@@ -261,8 +260,6 @@ def generate_atari(
 ) -> list[Path]:
     """Record `episodes` Atari episodes (resolution x resolution, one frame per agent step) with action
     sidecars into `out`; actions are indices into the game's minimal action set, named in dataset.json."""
-    from genie.recording import EpisodeWriter
-
     gym = _import_gymnasium_ale()
     games = atari_games()
     name = next((g for g in games if g.lower() == env.lower()), None)

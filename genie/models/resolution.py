@@ -1,6 +1,6 @@
 """Frame sizes. A `resolution` is one number for square frames (64 -> 64x64) or height x width
 ((90, 160) is Genie's 160x90); `fit` says how frames of another aspect ratio are brought to it
-(genie.video.fit_frames does it):
+(genie.models.pixels.fit_frames does it):
 
 - "crop" (the default): centre-crop to the target's aspect ratio, then resize. Nothing is squashed; the
   edges of the longer side are lost (none when the aspects already match, as 1280x720 -> 160x90).

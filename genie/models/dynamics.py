@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genie.blocks import STConfig, STTransformer
-from genie.resolution import Resolution, canonical_resolution, frame_size
+from genie.models.blocks import STConfig, STTransformer
+from genie.models.resolution import Resolution, canonical_resolution, frame_size
 
 
 @dataclass

@@ -20,9 +20,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from genie.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
-from genie.quantize import VectorQuantizer
-from genie.resolution import Resolution, canonical_resolution, frame_size, grid_value, patch_grid
+from genie.models.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
+from genie.models.quantize import VectorQuantizer
+from genie.models.resolution import Resolution, canonical_resolution, frame_size, grid_value, patch_grid
+from genie.models.checkpoint import load_stage_model
 
 
 @dataclass
@@ -205,6 +206,4 @@ class DecodeStream:
 def load_tokenizer(path: str | Path) -> VideoTokenizer:
     """A trained tokenizer, in eval mode on the CPU, from a tokenizer checkpoint (.ckpt), a tokenizer run
     folder (its checkpoints/last.ckpt) or a world-model bundle."""
-    from genie.train import load_stage_model
-
     return load_stage_model(path, "tokenizer", TokenizerConfig, VideoTokenizer)

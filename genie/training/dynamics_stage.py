@@ -12,16 +12,20 @@ import torch
 from einops import rearrange
 
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
-from genie.data import VideoDataModule, float_to_video, video_to_float
-from genie.dynamics import DynamicsConfig, DynamicsModel
+from genie.data.datamodule import VideoDataModule
+from genie.models.pixels import float_to_video, video_to_float
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.metrics import psnr
-from genie.resolution import format_resolution, frame_size
-from genie.sampling import rollout_video
-from genie.train import SampleLogger, configure_adamw
+from genie.models.resolution import format_resolution, frame_size
+from genie.models.sampling import rollout_video
+from genie.training.trainer import SampleLogger, configure_adamw, precision_for
+from genie.data.token_cache import TokenDataModule
+from genie.models.lam import load_lam
+from genie.models.tokenizer import load_tokenizer
 
 
 @dataclass
-class RunConfig:
+class DynamicsRunConfig:
     run_dir: str = "runs/dynamics"
     tokenizer: str = "runs/tokenizer"  # tokenizer checkpoint or run folder
     lam: str = "runs/lam"  # LAM checkpoint or run folder
@@ -29,7 +33,7 @@ class RunConfig:
     model: DynamicsConfig = field(default_factory=DynamicsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     # encode every training clip once with the frozen models and train from <run_dir>/token_cache
-    # (genie/tokens.py); false encodes each batch from video instead
+    # (genie/data/token_cache.py); false encodes each batch from video instead
     token_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -38,11 +42,8 @@ class RunConfig:
         self.model.max_frames = self.data.seq_len
 
 
-def load_frozen(cfg: RunConfig):
+def load_frozen(cfg: DynamicsRunConfig):
     """The trained tokenizer and LAM, frozen, checked against the data resolution."""
-    from genie.lam import load_lam
-    from genie.tokenizer import load_tokenizer
-
     tokenizer, lam = load_tokenizer(cfg.tokenizer), load_lam(cfg.lam)
     for name, model in (("tokenizer", tokenizer), ("lam", lam)):
         if frame_size(model.cfg.resolution) != frame_size(cfg.data.resolution):
@@ -53,10 +54,10 @@ def load_frozen(cfg: RunConfig):
     return tokenizer, lam
 
 
-class Task(L.LightningModule):
+class DynamicsModule(L.LightningModule):
     stage = "dynamics"
 
-    def __init__(self, cfg: RunConfig, tokenizer=None, lam=None):
+    def __init__(self, cfg: DynamicsRunConfig, tokenizer=None, lam=None):
         super().__init__()
         if tokenizer is None or lam is None:
             tokenizer, lam = load_frozen(cfg)
@@ -68,12 +69,9 @@ class Task(L.LightningModule):
         self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
 
     @staticmethod
-    def make_datamodule(cfg: RunConfig, progress: bool = True) -> VideoDataModule:
+    def make_datamodule(cfg: DynamicsRunConfig, progress: bool = True) -> VideoDataModule:
         if not cfg.token_cache:
             return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
-        from genie.tokens import TokenDataModule
-        from genie.train import precision_for
-
         datamodule = TokenDataModule(cfg.data, Path(cfg.run_dir) / "token_cache")
         use_gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_gpu else torch.device("cpu")

@@ -12,7 +12,7 @@ resolution, into `<run_dir>/frame_cache/`:
 
 A training clip is then one read from a memory-mapped file (contiguous at frame_stride 1). The cache is keyed by the
 training videos (path, size, modification time), the resolution and data.fit, and rebuilt when they
-change. Frames are exactly what the video loader gives (the same decoder, the same genie.video.fit_frames).
+change. Frames are exactly what the video loader gives (the same decoder, the same genie.models.pixels.fit_frames).
 It costs H*W*3 bytes a frame on disk (12 kB at 64x64): the build refuses to start when the disk lacks the room.
 Validation clips are still decoded from video.
 """
@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
-from genie.data import DataError, VideoClips
-from genie.resolution import frame_size, json_resolution
-from genie.video import fit_frames
+from genie.data.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
+from genie.data.clips import DataError, VideoClips
+from genie.models.resolution import frame_size, json_resolution
+from genie.models.pixels import fit_frames
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: frames resized in uint8 (genie.video.resize_frames)
+CACHE_VERSION = 2  # 2: frames resized in uint8 (genie.models.pixels.resize_frames)
 CHUNK_BYTES = 64 * 2**20  # decoded frames per work item while building (at the video's own size)
 
 

@@ -17,7 +17,7 @@ from einops import rearrange
 from timm.layers import Mlp
 from torch import nn
 
-from genie.resolution import frame_size, patch_grid
+from genie.models.resolution import frame_size, patch_grid
 
 
 @dataclass

@@ -14,15 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
-from genie.data import VideoDataModule, float_to_video, video_to_float
-from genie.lam import LAMConfig, LatentActionModel
+from genie.data.datamodule import VideoDataModule
+from genie.models.pixels import float_to_video, video_to_float
+from genie.models.lam import LAMConfig, LatentActionModel
 from genie.metrics import code_perplexity, codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr
-from genie.resolution import patch_fix, patch_grid
-from genie.train import SampleLogger, configure_adamw
+from genie.models.resolution import patch_fix, patch_grid
+from genie.training.trainer import SampleLogger, configure_adamw
 
 
 @dataclass
-class RunConfig:
+class LAMRunConfig:
     run_dir: str = "runs/lam"
     data: DataConfig = field(default_factory=DataConfig)
     model: LAMConfig = field(default_factory=LAMConfig)
@@ -40,10 +41,10 @@ class RunConfig:
             raise ConfigError(f"data.seq_len {self.data.seq_len}: the LAM needs clips of at least 2 frames")
 
 
-class Task(L.LightningModule):
+class LAMModule(L.LightningModule):
     stage = "lam"
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: LAMRunConfig):
         super().__init__()
         self.cfg = cfg
         self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
@@ -53,7 +54,7 @@ class Task(L.LightningModule):
         self._sampled_at = -1
 
     @staticmethod
-    def make_datamodule(cfg: RunConfig) -> VideoDataModule:
+    def make_datamodule(cfg: LAMRunConfig) -> VideoDataModule:
         return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
 
     def configure_optimizers(self):

@@ -24,13 +24,15 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from genie.data import float_to_video
-from genie.dynamics import DynamicsConfig, DynamicsModel
+from genie.models.pixels import float_to_video
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.config import ConfigError
-from genie.resolution import DEFAULT_FIT, LEGACY_FIT, check_fit, frame_size
-from genie.sampling import RolloutState, check_slide
-from genie.tokenizer import DecodeStream
-from genie.video import fit_frames
+from genie.models.resolution import DEFAULT_FIT, LEGACY_FIT, check_fit, frame_size
+from genie.models.sampling import RolloutState, check_slide
+from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.checkpoint import RunError, dataclass_from, load_checkpoint
+from genie.models.pixels import fit_frames
 
 BUNDLE_FORMAT = "genie-bundle"
 BUNDLE_VERSION = 2  # 2: "frames" (resolution as [H, W], fit)
@@ -58,7 +60,7 @@ class WorldModel(nn.Module):
     def __init__(self, tokenizer: nn.Module, lam: nn.Module, dynamics: DynamicsModel, prompt: np.ndarray | None = None,
                  steps: int | None = None, temperature: float | None = None, slide: int | None = None,
                  meta: dict | None = None, fit: str = DEFAULT_FIT):
-        """`fit`: how frames of another aspect ratio are fitted to the model's resolution (genie.video.fit_frames);
+        """`fit`: how frames of another aspect ratio are fitted to the model's resolution (genie.models.pixels.fit_frames);
         pass the data.fit the models were trained with."""
         super().__init__()
         self.meta = dict(meta or {})  # plain data saved in the bundle (see the module docstring)
@@ -70,7 +72,7 @@ class WorldModel(nn.Module):
         self.prompt = prompt
         self.steps = steps or dynamics.cfg.maskgit_steps
         self.temperature = dynamics.cfg.temperature if temperature is None else temperature
-        # frames dropped when the context window is full (genie/sampling.py): half the window re-encodes the
+        # frames dropped when the context window is full (genie/models/sampling.py): half the window re-encodes the
         # context once every max_frames/2 frames instead of at every frame (docs/benchmarks.md)
         self.slide = slide or default_slide(dynamics.cfg.max_frames)
         self.generator: torch.Generator | None = None
@@ -101,10 +103,6 @@ class WorldModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "WorldModel":
-        from genie.lam import LAMConfig, LatentActionModel
-        from genie.tokenizer import TokenizerConfig, VideoTokenizer
-        from genie.train import RunError, dataclass_from, load_checkpoint
-
         bundle = load_checkpoint(path)
         if not is_bundle(bundle):
             raise RunError(f"{path} is not a world-model bundle (make one with `genie train all`, which writes <run_dir>/world_model.pt)")
@@ -149,7 +147,7 @@ class WorldModel(nn.Module):
 
     def to_float(self, frames) -> torch.Tensor:
         """uint8 frames (H,W,3), (T,H,W,3) or (B,T,H,W,3) of any size -> float32 (B, T, 3, H, W) in [0, 1] at the
-        model's resolution, fitted by genie.video.fit_frames with the bundle's fit."""
+        model's resolution, fitted by genie.models.pixels.fit_frames with the bundle's fit."""
         frames = np.asarray(frames)
         frames = frames.reshape((1,) * (5 - frames.ndim) + frames.shape)  # (B, T, H, W, 3)
         fitted = fit_frames(frames.reshape(-1, *frames.shape[2:]), self.frame_size, self.fit)  # (B*T, H, W, 3)

@@ -8,16 +8,33 @@ checkpoints to the dynamics stage. Overrides are routed by prefix: `tokenizer.tr
 
 from __future__ import annotations
 
-import importlib
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from genie.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+from genie.data.actions import action_meta
+from genie.data.datamodule import VideoDataModule
+from genie.data.heldout import training_record
+from genie.models.checkpoint import dataclass_from, expect_stage, load_checkpoint, model_state
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
+from genie.models.lam import load_lam
+from genie.models.tokenizer import load_tokenizer
+from genie.models.world import WorldModel
+from genie.training.dynamics_stage import DynamicsModule, DynamicsRunConfig
+from genie.training.lam_stage import LAMModule, LAMRunConfig
+from genie.training.tokenizer_stage import TokenizerModule, TokenizerRunConfig
+from genie.training.trainer import is_launch_rank_zero, train_stage
 
 log = logging.getLogger(__name__)
 
-STAGES = ("tokenizer", "lam", "dynamics")
+# each stage's run config and LightningModule, in training order
+STAGES: dict[str, tuple[type, type]] = {
+    "tokenizer": (TokenizerRunConfig, TokenizerModule),
+    "lam": (LAMRunConfig, LAMModule),
+    "dynamics": (DynamicsRunConfig, DynamicsModule),
+}
 
 
 @dataclass
@@ -47,7 +64,7 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
     pipeline = from_dict(PipelineConfig, deep_merge(load_yaml(config_path), nested))
     configs = {}
     for stage in STAGES:
-        task = importlib.import_module(f"genie.tasks.{stage}")
+        run_config_cls, _ = STAGES[stage]
         values = load_yaml(_stage_file(getattr(pipeline, stage), config_path))
         values["run_dir"] = str(Path(pipeline.run_dir) / stage)
         if pipeline.data_dir:
@@ -59,7 +76,7 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
             values["lam"] = str(Path(pipeline.run_dir) / "lam")
         values = deep_merge(values, stage_overrides.get(stage, {}))
         try:
-            configs[stage] = from_dict(task.RunConfig, values)
+            configs[stage] = from_dict(run_config_cls, values)
         except ConfigError as e:
             raise ConfigError(f"{stage} stage: {e}") from None
     return pipeline, configs
@@ -67,31 +84,17 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
 
 def train_all(config_path: str | Path, overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the three stages in order and write the bundle; returns its path."""
-    from genie.train import is_launch_rank_zero, train_stage
-
     pipeline, configs = stage_configs(config_path, overrides)
     if overwrite and Path(pipeline.run_dir).exists() and is_launch_rank_zero():
-        import shutil
-
         shutil.rmtree(pipeline.run_dir)
     for stage in STAGES:
         log.warning("=== stage %s -> %s", stage, configs[stage].run_dir)
-        task = importlib.import_module(f"genie.tasks.{stage}")
-        train_stage(task.Task, configs[stage], progress=progress)
+        train_stage(STAGES[stage][1], configs[stage], progress=progress)
     return export_bundle(configs["dynamics"], Path(pipeline.run_dir) / "world_model.pt", pipeline.prompt_frames)
 
 
 def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path:
     """Write the bundle from the finished dynamics run (its checkpoint holds the frozen tokenizer and LAM too)."""
-    from genie.actions import action_meta
-    from genie.data import VideoDataModule
-    from genie.dynamics import DynamicsConfig, DynamicsModel
-    from genie.heldout import training_record
-    from genie.lam import load_lam
-    from genie.tokenizer import load_tokenizer
-    from genie.train import dataclass_from, expect_stage, load_checkpoint, model_state
-    from genie.world import WorldModel
-
     ckpt = load_checkpoint(dynamics_cfg.run_dir)
     config = expect_stage(ckpt, "dynamics", dynamics_cfg.run_dir)
     dynamics = DynamicsModel(dataclass_from(DynamicsConfig, config["model"]))

@@ -16,18 +16,19 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
-from genie.data import VideoDataModule, float_to_video, video_to_float
+from genie.data.datamodule import VideoDataModule
+from genie.models.pixels import float_to_video, video_to_float
 from genie.metrics import code_count_stats, psnr, ssim
-from genie.resolution import patch_fix, patch_grid
-from genie.tokenizer import TokenizerConfig, VideoTokenizer
-from genie.train import SampleLogger, configure_adamw
-from genie.video import contact_sheet
+from genie.models.resolution import patch_fix, patch_grid
+from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
+from genie.training.trainer import SampleLogger, configure_adamw
+from genie.data.video import contact_sheet
 
 SAMPLE_CLIPS = 4
 
 
 @dataclass
-class RunConfig:
+class TokenizerRunConfig:
     run_dir: str = "runs/tokenizer"
     data: DataConfig = field(default_factory=DataConfig)
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -44,10 +45,10 @@ class RunConfig:
             raise ConfigError(patch_fix(self.data.resolution, self.model.patch)) from None
 
 
-class Task(L.LightningModule):
+class TokenizerModule(L.LightningModule):
     stage = "tokenizer"
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: TokenizerRunConfig):
         super().__init__()
         self.cfg = cfg
         self.model = VideoTokenizer(cfg.model)
@@ -58,7 +59,7 @@ class Task(L.LightningModule):
         self.register_buffer("val_code_counts", torch.zeros(cfg.model.num_codes, dtype=torch.long), persistent=False)
 
     @staticmethod
-    def make_datamodule(cfg: RunConfig) -> VideoDataModule:
+    def make_datamodule(cfg: TokenizerRunConfig) -> VideoDataModule:
         return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
 
     def configure_optimizers(self):

@@ -30,9 +30,11 @@ import torch
 from einops import rearrange
 from torch.utils.data import DataLoader, Dataset
 
-from genie.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
-from genie.data import VideoClips, VideoDataModule, video_to_float
-from genie.resolution import json_resolution
+from genie.data.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
+from genie.data.clips import VideoClips
+from genie.data.datamodule import VideoDataModule
+from genie.models.pixels import video_to_float
+from genie.models.resolution import json_resolution
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from genie.blocks import STTransformer
+from genie.models.blocks import STTransformer
 from genie.config import ConfigError
-from genie.dynamics import DynamicsModel
+from genie.models.dynamics import DynamicsModel
 
 
 def check_slide(slide: int, window: int) -> int:

@@ -23,9 +23,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from genie.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
-from genie.quantize import VectorQuantizer
-from genie.resolution import Resolution, canonical_resolution, patch_grid
+from genie.models.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
+from genie.models.quantize import VectorQuantizer
+from genie.models.resolution import Resolution, canonical_resolution, patch_grid
+from genie.models.checkpoint import load_stage_model
 
 
 @dataclass
@@ -135,6 +136,4 @@ def shift_within_patch(video: torch.Tensor, patch: int) -> torch.Tensor:
 
 def load_lam(path: str | Path) -> LatentActionModel:
     """A trained LAM in eval mode on the CPU, from a stage-"lam" .ckpt, its run folder, or a world-model bundle."""
-    from genie.train import load_stage_model
-
     return load_stage_model(path, "lam", LAMConfig, LatentActionModel, label="LAM")

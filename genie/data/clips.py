@@ -14,22 +14,20 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
-from genie.config import DataConfig
-from genie.resolution import DEFAULT_FIT, Resolution, check_fit, frame_size
-from genie.video import (
+from genie.models.resolution import DEFAULT_FIT, Resolution, check_fit, frame_size
+from genie.data.video import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     VideoError,
-    fit_frames,
     numbered_images,
     open_video,
     probe_video,
 )
+from genie.models.pixels import fit_frames
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ class VideoInfo:
     num_frames: int  # readable frames (fewer than the file claims when its tail is damaged)
     height: int  # as displayed (rotation metadata applied)
     width: int
-    reader: str = "decord"  # decord, pyav or images (genie/video.py): the one that reads all its frames
+    reader: str = "decord"  # decord, pyav or images (genie/data/video.py): the one that reads all its frames
 
 
 def discover_videos(root: str | Path) -> list[Path]:
@@ -76,7 +74,7 @@ def actions_path(video: str | Path) -> Path:
 
 
 def _probe(path: Path) -> dict:
-    """genie.video.probe_video's answer, or {"error": why} for a file that cannot be used."""
+    """genie.data.video.probe_video's answer, or {"error": why} for a file that cannot be used."""
     try:
         if path.is_file() and path.stat().st_size == 0:
             return {"error": "empty file"}
@@ -200,7 +198,7 @@ def load_actions(video: Path, num_frames: int) -> np.ndarray | None:
 
 
 class VideoClips(Dataset):
-    """Fixed-length clips from a list of videos; readers (genie/video.py) open lazily inside each worker."""
+    """Fixed-length clips from a list of videos; readers (genie/data/video.py) open lazily inside each worker."""
 
     def __init__(
         self,
@@ -213,7 +211,7 @@ class VideoClips(Dataset):
         fit: str = DEFAULT_FIT,
     ):
         """`resolution`: int (square) or (H, W); `fit`: how frames of another aspect ratio are fitted to it
-        (genie.video.fit_frames)."""
+        (genie.models.pixels.fit_frames)."""
         self.videos = videos
         self.seq_len = seq_len
         self.resolution = resolution
@@ -314,77 +312,3 @@ class ClipStream(Sampler):
 
     def __len__(self) -> int:  # one pass over the data, for progress displays; the stream itself never ends
         return self.size
-
-
-def video_to_float(video: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> float (B, T, 3, H, W) in [0, 1]."""
-    return video.permute(0, 1, 4, 2, 3).float().div_(255.0)
-
-
-def float_to_video(video: torch.Tensor) -> torch.Tensor:
-    """float (B, T, 3, H, W) in [0, 1] -> uint8 (B, T, H, W, 3) on the CPU."""
-    return (video.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu()
-
-
-class VideoDataModule(L.LightningDataModule):
-    """Train/val clips of a video folder, split by file, as DESIGN.md's Data section describes."""
-
-    def __init__(self, cfg: DataConfig, run_dir: str | Path | None = None):
-        """With `run_dir` and `cfg.frame_cache`, training clips are read from `<run_dir>/frame_cache/` (genie/frames.py)."""
-        super().__init__()
-        self.cfg = cfg
-        self.frame_cache_dir = Path(run_dir) / "frame_cache" if run_dir is not None and cfg.frame_cache else None
-        self.train_set: VideoClips | None = None
-        self.val_set: VideoClips | None = None
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        cfg = self.cfg
-        root = Path(cfg.dir)
-        span = (cfg.seq_len - 1) * cfg.frame_stride + 1
-        videos = usable_videos(root, min_frames=span, min_size=min(*frame_size(cfg.resolution), 8))
-        train, val = split_by_file(videos, root, cfg.val_fraction, cfg.seed)
-        self.train_set = VideoClips(train, cfg.seq_len, cfg.resolution, cfg.frame_stride, cfg.clip_step, fit=cfg.fit)
-        self.val_set = VideoClips(val, cfg.seq_len, cfg.resolution, cfg.frame_stride, None, cfg.max_val_clips,
-                                  fit=cfg.fit)
-        if self.frame_cache_dir is not None:
-            from genie.frames import CachedClips, ensure_frame_cache
-
-            ensure_frame_cache(self.train_set, self.frame_cache_dir, num_workers=max(1, cfg.num_workers))
-            self.train_set = CachedClips(self.train_set, self.frame_cache_dir)
-        log.info("%s: %d train clips from %d videos, %d val clips from %d videos",
-                 root, len(self.train_set), len(train), len(self.val_set), len(val))
-
-    def _loader(self, dataset: VideoClips, sampler: Sampler | None = None) -> DataLoader:
-        workers = self.cfg.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.cfg.batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def train_sampler(self) -> ClipStream:
-        """The resumable, rank-sharded stream of training clip indices."""
-        self.setup()
-        trainer = self.trainer
-        # read at every iter(): after a resume (or at a new epoch) the stream continues from the current step
-        return ClipStream(
-            len(self.train_set),
-            self.cfg.batch_size,
-            seed=self.cfg.seed,
-            start_step=(lambda: trainer.global_step) if trainer else 0,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        sampler = self.train_sampler()  # sets up the clips first
-        return self._loader(self.train_set, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.val_set)

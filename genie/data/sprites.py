@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genie.data.recording import EpisodeWriter
+
 ACTION_NAMES = ("noop", "up", "down", "left", "right")
 ACTION_DELTAS = np.array([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)])  # (dy, dx)
 BALL_COLOURS = np.array([(230, 60, 60), (60, 200, 230), (220, 80, 220)], dtype=np.uint8)
@@ -104,8 +106,6 @@ def sample_episode(rng: np.random.Generator, cfg: SpriteWorldConfig) -> tuple[np
 
 def generate(out, episodes: int = 64, seed: int = 0, cfg: SpriteWorldConfig | None = None, overwrite: bool = False, progress: bool = True) -> list:
     """Write `episodes` sprite-world videos with `*.actions.npy` sidecars into `out`."""
-    from genie.recording import EpisodeWriter
-
     cfg = cfg or SpriteWorldConfig()
     rng = np.random.default_rng(seed)
     with EpisodeWriter(out, meta={"generator": "sprites", "seed": seed, "action_names": list(ACTION_NAMES), **vars(cfg)}, overwrite=overwrite) as writer:

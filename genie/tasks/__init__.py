@@ -1,1 +1,0 @@
-"""LightningModules: one per stage (tokenizer, lam, dynamics). Models themselves live in genie/<stage>.py."""
