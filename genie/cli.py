@@ -215,8 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # one line, not argparse's usage block: name what was not understood and what is expected
+        hint = ""
+        if args.command == "train":  # the KEY=VALUE overrides among them were understood
+            extra = [e for e in extra if "=" not in e or e.startswith("-")]
+            hint = "; config overrides are KEY=VALUE, e.g. train.max_steps=100"
+        print(f"genie: error: unrecognized arguments: {' '.join(extra)} (see genie {args.command} --help{hint})",
+              file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)

@@ -180,6 +180,15 @@ def test_command_line_overrides_before_or_after_options_reach_the_stage(tmp_path
     assert cfg.train.warmup_steps == 50  # from the file
 
 
+def test_an_override_without_equals_after_options_is_a_one_line_error(tmp_path, capsys):
+    args = ["train", "tokenizer", "--config", str(TOKENIZER_YAML), "--run-dir", str(tmp_path / "run"), "train.max_steps"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("genie: error: unrecognized arguments: train.max_steps")
+    assert "KEY=VALUE" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_all_routes_prefixed_overrides_to_their_stage():
     pipeline, configs = stage_configs(
         GENIE_YAML,
