@@ -31,14 +31,16 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM of float images (..., C, H, W) in [0, 1]; returns float (...,).
 
-    torchmetrics' structural_similarity_index_measure (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5),
-    the window shrunk (odd) for images smaller than 11 pixels.
+    torchmetrics' structural_similarity_index_measure (Wang et al. 2004), which always uses an 11-tap Gaussian
+    window (sigma 1.5; a Gaussian window's size comes from sigma, so a kernel_size would be ignored, whatever the
+    image size): both images are reflect-padded by 5 pixels and the SSIM map is averaged over every pixel of
+    the image. Sides must exceed 5 pixels for the reflection padding. tests/test_metrics.py checks it against a
+    direct implementation of that definition, 8x8 images included.
     """
     lead = pred.shape[:-3]
     x = pred.float().clamp(0, 1).reshape(-1, *pred.shape[-3:])
     y = target.float().reshape(-1, *target.shape[-3:])
-    kernel = min(11, (min(x.shape[-2:]) - 1) | 1)
-    value = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none", kernel_size=kernel)
+    value = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
     return value.reshape(lead)
 
 

@@ -93,8 +93,8 @@ def test_ssim_matches_the_gaussian_window_definition():
 
 
 def test_ssim_of_small_images_keeps_the_eleven_pixel_window():
-    # genie.metrics.ssim passes a shrunk kernel_size for images under 11 pixels, but torchmetrics ignores
-    # kernel_size when its window is Gaussian (it sizes the window from sigma): 8x8 images get the 11-tap window
+    # torchmetrics sizes a Gaussian window from sigma (any kernel_size is ignored): 8x8 images get the 11-tap
+    # window too, over the reflect-padded image
     rng = np.random.default_rng(1)
     target = rng.random((2, 3, 8, 8))
     pred = np.clip(target + rng.normal(0, 0.1, target.shape), 0, 1)
