@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from genie.models.resolution import DEFAULT_FIT, Resolution, check_fit, frame_size
+from genie.models.resolution import DEFAULT_FIT, Resolution, check_fit
 from genie.data.video import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from genie.models.resolution import DEFAULT_FIT, check_fit, frame_size
+from genie.models.resolution import DEFAULT_FIT
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

@@ -9,15 +9,12 @@ config differs is refused rather than silently mixed.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import math
 import os
 import pickle
-import re
 import shutil
-import zipfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 
 from genie.config import TrainConfig, to_dict
 from genie.data.video import write_gif, write_image
-from genie.models.checkpoint import RunError, load_checkpoint, stage_of
+from genie.models.checkpoint import RunError, load_checkpoint, refused, stage_of
 
 log = logging.getLogger(__name__)
 
