@@ -19,14 +19,13 @@ import torch
 from einops import rearrange
 
 from genie.config import ConfigError
-from genie.data.clips import DataError
-from genie.models.resolution import DEFAULT_FIT, frame_size, json_resolution
-from genie.models.world import WorldModel, resolve_device
-from genie.data.clips import VideoClips, usable_videos
+from genie.data.clips import DataError, VideoClips, usable_videos
 from genie.data.frame_cache import CachedClips, ensure_frame_cache
 from genie.models.dynamics import DynamicsModel
 from genie.models.lam import LatentActionModel
+from genie.models.resolution import DEFAULT_FIT, frame_size, json_resolution
 from genie.models.tokenizer import VideoTokenizer
+from genie.models.world import WorldModel, resolve_device
 from genie.training.pipeline import stage_configs
 
 
@@ -67,9 +66,20 @@ def count_flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int, seq_len: int, resolution,
-                     device: torch.device, dtype, steps: int = 10, warmup: int = 3, peak_tflops: float | None = None,
-                     compile: bool = False) -> dict:
+def bench_train_step(
+    name: str,
+    model: torch.nn.Module,
+    loss_fn,
+    batch_size: int,
+    seq_len: int,
+    resolution,
+    device: torch.device,
+    dtype,
+    steps: int = 10,
+    warmup: int = 3,
+    peak_tflops: float | None = None,
+    compile: bool = False,
+) -> dict:
     """Frames per second of forward + backward + AdamW on random clips (B, T, 3, H, W) at `resolution` (int or
     (H, W)), and the model FLOP rate.
 
@@ -102,10 +112,17 @@ def bench_train_step(name: str, model: torch.nn.Module, loss_fn, batch_size: int
     flops = count_flops(lambda: forward_backward(loss_fn))  # counted on the eager model
     optimizer.zero_grad(set_to_none=True)
     model.eval()
-    row = {"stage": name, "params": sum(p.numel() for p in trainable), "batch_size": batch_size, "seq_len": seq_len,
-           "step_ms": round(seconds * 1000, 2), "train_frames_per_s": round(batch_size * seq_len / seconds, 1),
-           "gflops_per_step": round(flops / 1e9, 2), "model_tflops_per_s": round(flops / seconds / 1e12, 4),
-           "compiled": compile}
+    row = {
+        "stage": name,
+        "params": sum(p.numel() for p in trainable),
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "step_ms": round(seconds * 1000, 2),
+        "train_frames_per_s": round(batch_size * seq_len / seconds, 1),
+        "gflops_per_step": round(flops / 1e9, 2),
+        "model_tflops_per_s": round(flops / seconds / 1e12, 4),
+        "compiled": compile,
+    }
     if peak_tflops:
         row["mfu"] = round(flops / seconds / 1e12 / peak_tflops, 4)
     return row
@@ -131,15 +148,29 @@ def bench_play(world: WorldModel, batch_size: int, frames: int | None = None, wa
         _sync(device)
         latencies.append(time.perf_counter() - start)
     ms = np.array(latencies) * 1000
-    return {"batch_size": batch_size, "maskgit_steps": world.steps, "window": window, "slide": world.slide,
-            "frames_timed": frames, "play_latency_ms": round(float(ms.mean()), 2),
-            "play_latency_p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "play_latency_max_ms": round(float(ms.max()), 2),
-            "play_fps": round(batch_size / float(ms.mean()) * 1000, 2)}
+    return {
+        "batch_size": batch_size,
+        "maskgit_steps": world.steps,
+        "window": window,
+        "slide": world.slide,
+        "frames_timed": frames,
+        "play_latency_ms": round(float(ms.mean()), 2),
+        "play_latency_p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "play_latency_max_ms": round(float(ms.max()), 2),
+        "play_fps": round(batch_size / float(ms.mean()) * 1000, 2),
+    }
 
 
-def bench_decode(data_dir: str | Path, seq_len: int, resolution, batch_size: int = 16, workers: int = 2,
-                 batches: int = 20, frame_cache_dir: str | Path | None = None, fit: str = DEFAULT_FIT) -> dict:
+def bench_decode(
+    data_dir: str | Path,
+    seq_len: int,
+    resolution,
+    batch_size: int = 16,
+    workers: int = 2,
+    batches: int = 20,
+    frame_cache_dir: str | Path | None = None,
+    fit: str = DEFAULT_FIT,
+) -> dict:
     """decode_frames_per_s of the training data path (decord + DataLoader workers), or with `frame_cache_dir`
     of reading clips from a frame cache there (built first if missing; genie/data/frame_cache.py)."""
 
@@ -147,8 +178,9 @@ def bench_decode(data_dir: str | Path, seq_len: int, resolution, batch_size: int
     clips = VideoClips(videos, seq_len, resolution, clip_step=seq_len, fit=fit)
     if frame_cache_dir is not None:
         clips = CachedClips(clips, ensure_frame_cache(clips, frame_cache_dir, num_workers=workers, progress=False))
-    loader = torch.utils.data.DataLoader(clips, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        clips, batch_size=batch_size, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(0)
+    )
     it = iter(loader)
     next(it)  # workers started
     start, frames = time.perf_counter(), 0
@@ -158,8 +190,11 @@ def bench_decode(data_dir: str | Path, seq_len: int, resolution, batch_size: int
         except StopIteration:
             break
     seconds = time.perf_counter() - start
-    return {"decode_frames_per_s": round(frames / seconds, 1), "workers": workers,
-            "resolution": json_resolution(resolution)}
+    return {
+        "decode_frames_per_s": round(frames / seconds, 1),
+        "workers": workers,
+        "resolution": json_resolution(resolution),
+    }
 
 
 # bf16 dense matmul rate measured on the lent H100 (8192^3, shared/GPU.md): the peak MFU is reported against
@@ -167,7 +202,7 @@ H100_BF16_TFLOPS = 788.0
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """"auto" = bf16 autocast on CUDA, fp32 on the CPU; None means fp32 (no autocast)."""
+    """ "auto" = bf16 autocast on CUDA, fp32 on the CPU; None means fp32 (no autocast)."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     if name not in ("fp32", "bf16"):
@@ -175,17 +210,35 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if name == "bf16" else None
 
 
-def run_bench(config: str | Path | None, model: str | Path | None, data: str | Path | None, device: torch.device,
-              train_batch: int = 8, play_batches=(1, 8), peak_tflops: float | None = None, dtype_name: str = "auto",
-              compile: bool = False, steps: int | None = None, slide: int | None = None, stages=None,
-              data_workers: int = 2, on_row=None) -> dict:
+def run_bench(
+    config: str | Path | None,
+    model: str | Path | None,
+    data: str | Path | None,
+    device: torch.device,
+    train_batch: int = 8,
+    play_batches=(1, 8),
+    peak_tflops: float | None = None,
+    dtype_name: str = "auto",
+    compile: bool = False,
+    steps: int | None = None,
+    slide: int | None = None,
+    stages=None,
+    data_workers: int = 2,
+    on_row=None,
+) -> dict:
     """All figures as one dict; `on_row(result, kind, row)` is called as each row finishes (kind: train, play, data)."""
     dtype = resolve_dtype(dtype_name, device)
     if peak_tflops is None and device.type == "cuda" and dtype == torch.bfloat16:
         peak_tflops = H100_BF16_TFLOPS  # a bf16 peak: no MFU is reported for fp32 unless --peak-tflops is given
     on_row = on_row or (lambda result, kind, row: None)
-    result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-                    "dtype": "bf16-autocast" if dtype else "fp32", "torch": torch.__version__, "compiled": compile}
+    result: dict = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "dtype": "bf16-autocast" if dtype else "fp32",
+        "torch": torch.__version__,
+        "compiled": compile,
+    }
     if model:
         world = WorldModel.load(model, device=device)
         tokenizer, lam, dynamics = world.tokenizer, world.lam, world.dynamics
@@ -227,8 +280,12 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
             actions = lam.infer_actions(video)
         return m.loss(ids, actions)[0]
 
-    all_stages = {"tokenizer": (tokenizer, tokenizer_loss), "lam": (lam, lam_loss), "dynamics": (dynamics, dynamics_loss),
-                  "dynamics+encode": (dynamics, dynamics_encode_loss)}
+    all_stages = {
+        "tokenizer": (tokenizer, tokenizer_loss),
+        "lam": (lam, lam_loss),
+        "dynamics": (dynamics, dynamics_loss),
+        "dynamics+encode": (dynamics, dynamics_encode_loss),
+    }
     result["train"] = []
     for name in all_stages if stages is None else stages:
         if name not in all_stages:
@@ -236,8 +293,18 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
         module, loss_fn = all_stages[name]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        row = bench_train_step(name, module, loss_fn, train_batch, seq_len, resolution, device, dtype,
-                               peak_tflops=peak_tflops, compile=compile and name != "dynamics+encode")
+        row = bench_train_step(
+            name,
+            module,
+            loss_fn,
+            train_batch,
+            seq_len,
+            resolution,
+            device,
+            dtype,
+            peak_tflops=peak_tflops,
+            compile=compile and name != "dynamics+encode",
+        )
         if device.type == "cuda":
             row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         result["train"].append(row)
@@ -262,8 +329,14 @@ def run_bench(config: str | Path | None, model: str | Path | None, data: str | P
         result["data"] = bench_decode(data, seq_len, resolution, workers=data_workers, fit=world.fit)
         try:
             with tempfile.TemporaryDirectory() as tmp:  # the same clips read from a frame cache (data.frame_cache)
-                cached = bench_decode(data, seq_len, resolution, workers=data_workers,
-                                      frame_cache_dir=Path(tmp) / "frame_cache", fit=world.fit)
+                cached = bench_decode(
+                    data,
+                    seq_len,
+                    resolution,
+                    workers=data_workers,
+                    frame_cache_dir=Path(tmp) / "frame_cache",
+                    fit=world.fit,
+                )
             result["data"]["frame_cache_frames_per_s"] = cached["decode_frames_per_s"]
         except (DataError, OSError) as e:  # no room for the cache in the temp folder: keep the decode figure
             result["data"]["frame_cache_frames_per_s"] = None
@@ -287,22 +360,47 @@ def bench_command(args) -> None:
         # each row is printed and the JSON rewritten as soon as it is measured: a run cut short keeps what it has
         if kind == "train":
             mfu = f"  MFU {row['mfu']:.1%}" if "mfu" in row else ""
-            print(f"train {row['stage']:15s} {row['params'] / 1e6:7.2f}M params  {row['train_frames_per_s']:10.1f} frames/s  "
-                  f"{row['model_tflops_per_s'] * 1000:9.1f} GFLOP/s{mfu}", flush=True)
+            print(
+                f"train {row['stage']:15s} {row['params'] / 1e6:7.2f}M params  "
+                f"{row['train_frames_per_s']:10.1f} frames/s  "
+                f"{row['model_tflops_per_s'] * 1000:9.1f} GFLOP/s{mfu}",
+                flush=True,
+            )
         elif kind == "play":
-            print(f"play  batch {row['batch_size']:3d}  {row['play_fps']:8.2f} frames/s  {row['play_latency_ms']:8.2f} ms/step "
-                  f"(p50 {row['play_latency_p50_ms']:.2f}, max {row['play_latency_max_ms']:.2f}; {row['maskgit_steps']} MaskGIT steps, "
-                  f"window {row['window']}, slide {row['slide']})", flush=True)
+            print(
+                f"play  batch {row['batch_size']:3d}  {row['play_fps']:8.2f} frames/s  "
+                f"{row['play_latency_ms']:8.2f} ms/step "
+                f"(p50 {row['play_latency_p50_ms']:.2f}, max {row['play_latency_max_ms']:.2f}; "
+                f"{row['maskgit_steps']} MaskGIT steps, "
+                f"window {row['window']}, slide {row['slide']})",
+                flush=True,
+            )
         else:
             cached = row["frame_cache_frames_per_s"]
-            print(f"data  decode {row['decode_frames_per_s']:.1f} frames/s, from a frame cache "
-                  f"{'-' if cached is None else f'{cached:.1f}'} frames/s ({row['workers']} workers)", flush=True)
+            print(
+                f"data  decode {row['decode_frames_per_s']:.1f} frames/s, from a frame cache "
+                f"{'-' if cached is None else f'{cached:.1f}'} frames/s ({row['workers']} workers)",
+                flush=True,
+            )
         out.write_text(json.dumps(result, indent=2))
 
     try:
-        result = run_bench(args.config, args.model, args.data, device, train_batch=args.batch_size, play_batches=play_batches,
-                           peak_tflops=args.peak_tflops, dtype_name=args.dtype, compile=args.compile, steps=args.steps,
-                           slide=args.slide, stages=stages, data_workers=args.data_workers, on_row=report)
+        result = run_bench(
+            args.config,
+            args.model,
+            args.data,
+            device,
+            train_batch=args.batch_size,
+            play_batches=play_batches,
+            peak_tflops=args.peak_tflops,
+            dtype_name=args.dtype,
+            compile=args.compile,
+            steps=args.steps,
+            slide=args.slide,
+            stages=stages,
+            data_workers=args.data_workers,
+            on_row=report,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     out.write_text(json.dumps(result, indent=2))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 # the stage names, spelled out here so `genie --help` need not import Lightning (genie.training.pipeline.STAGES
 # maps each to its classes; tests/test_layers.py checks the two agree)
@@ -33,11 +32,24 @@ def _cmd_data(args: argparse.Namespace) -> None:
         from genie.data import gameplay
 
         if args.source == "procgen":
-            paths = gameplay.generate_procgen(args.out, env=args.env, episodes=args.episodes, seed=args.seed,
-                                              max_frames=args.max_frames, overwrite=args.overwrite)
+            paths = gameplay.generate_procgen(
+                args.out,
+                env=args.env,
+                episodes=args.episodes,
+                seed=args.seed,
+                max_frames=args.max_frames,
+                overwrite=args.overwrite,
+            )
         else:
-            paths = gameplay.generate_atari(args.out, env=args.env, episodes=args.episodes, seed=args.seed,
-                                            max_frames=args.max_frames, resolution=args.resolution, overwrite=args.overwrite)
+            paths = gameplay.generate_atari(
+                args.out,
+                env=args.env,
+                episodes=args.episodes,
+                seed=args.seed,
+                max_frames=args.max_frames,
+                resolution=args.resolution,
+                overwrite=args.overwrite,
+            )
     print(f"wrote {len(paths)} episodes to {args.out}")
 
 
@@ -94,15 +106,19 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genie", description="Turn unlabeled gameplay video into a playable world model.")
+    parser = argparse.ArgumentParser(
+        prog="genie", description="Turn unlabeled gameplay video into a playable world model."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="generate a dataset folder of gameplay videos with action sidecars")
     data_sub = data.add_subparsers(dest="source", required=True)
-    for source, help_text in (("sprites", "the synthetic sprite world (5 known actions)"),
-                              ("procgen", "real Procgen gameplay (procgen2), random policy with action repeat"),
-                              ("atari", "real Atari gameplay (ale-py), random policy with action repeat")):
+    for source, help_text in (
+        ("sprites", "the synthetic sprite world (5 known actions)"),
+        ("procgen", "real Procgen gameplay (procgen2), random policy with action repeat"),
+        ("atari", "real Atari gameplay (ale-py), random policy with action repeat"),
+    ):
         p = data_sub.add_parser(source, help=help_text)
         p.add_argument("--out", required=True, help="output folder (must not already hold videos)")
         p.add_argument("--episodes", type=int, default=64 if source == "sprites" else 50)
@@ -110,11 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace the videos already in --out")
         if source == "sprites":
             p.add_argument("--size", type=int, default=32, help="frame side in pixels (the height, with --width)")
-            p.add_argument("--width", type=int, default=None,
-                           help="frame width in pixels, when not --size (e.g. --size 90 --width 160)")
+            p.add_argument(
+                "--width",
+                type=int,
+                default=None,
+                help="frame width in pixels, when not --size (e.g. --size 90 --width 160)",
+            )
             p.add_argument("--frames", type=int, default=48, help="frames per episode")
-            p.add_argument("--noise", type=float, default=sprites_default("noise"),
-                           help="std of the background's per-pixel noise (0-255 levels); 0 for a smooth background")
+            p.add_argument(
+                "--noise",
+                type=float,
+                default=sprites_default("noise"),
+                help="std of the background's per-pixel noise (0-255 levels); 0 for a smooth background",
+            )
         else:
             p.add_argument("--env", default="coinrun" if source == "procgen" else "Breakout")
             p.add_argument("--max-frames", type=int, default=500, help="longest episode kept, in frames")
@@ -135,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--model", required=True, help="LAM checkpoint, LAM run folder or world-model bundle")
     infer.add_argument("videos", nargs="+", metavar="VIDEO")
     infer.add_argument("--out", required=True, help="JSON file to write")
-    infer.add_argument("--annotate", help="also write this video (.mp4/.gif) with the inferred action stamped on each frame")
+    infer.add_argument(
+        "--annotate", help="also write this video (.mp4/.gif) with the inferred action stamped on each frame"
+    )
     infer.add_argument("--window", type=int, default=None, help="frames per LAM window (default: the LAM's seq_len)")
     infer.set_defaults(func=_cmd_infer_actions)
 
@@ -143,16 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("--model", required=True, help="world-model bundle")
     roll.add_argument("--prompt", required=True, help="prompt video or image")
     how = roll.add_mutually_exclusive_group()
-    how.add_argument("--actions", help="comma-separated latent action ids, e.g. 0,3,3,1, or, for a model trained on labelled data, action names, e.g. right,right,jump")
+    how.add_argument(
+        "--actions",
+        help="comma-separated latent action ids, e.g. 0,3,3,1, or, for a model trained on labelled data, "
+        "action names, e.g. right,right,jump",
+    )
     how.add_argument("--random", type=int, metavar="N", help="N uniformly random actions")
     how.add_argument("--repeat", metavar="A:N", help="action A repeated N times")
-    how.add_argument("--compare", action="store_true", help="side by side with the real clip, using its inferred actions")
+    how.add_argument(
+        "--compare", action="store_true", help="side by side with the real clip, using its inferred actions"
+    )
     roll.add_argument("--prompt-frames", type=int, default=1, help="frames of the prompt video used as context")
     roll.add_argument("--out", required=True, help=".mp4 or .gif")
     roll.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle)")
     roll.add_argument("--temperature", type=float, default=None)
-    roll.add_argument("--slide", type=int, default=None,
-                      help="frames dropped when the context window is full (default from the bundle: half the window; 1 = longest context, slowest)")
+    roll.add_argument(
+        "--slide",
+        type=int,
+        default=None,
+        help="frames dropped when the context window is full "
+        "(default from the bundle: half the window; 1 = longest context, slowest)",
+    )
     roll.add_argument("--seed", type=int, default=0)
     roll.add_argument("--scale", type=int, default=4, help="upscale factor for the written video")
     roll.add_argument("--device", default="auto")
@@ -164,14 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="metrics JSON")
     ev.add_argument("--max-clips", type=int, default=64)
     ev.add_argument("--horizon", type=int, default=4, help="t of delta_t_psnr")
-    ev.add_argument("--split", choices=("val", "train", "all"), default="val",
-                    help="which files of --data to score: the held-out files of the split training used (default), "
-                         "the training files, or all (a folder the model never saw)")
+    ev.add_argument(
+        "--split",
+        choices=("val", "train", "all"),
+        default="val",
+        help="which files of --data to score: the held-out files of the split training used (default), "
+        "the training files, or all (a folder the model never saw)",
+    )
     ev.add_argument("--steps", type=int, help="MaskGIT steps per frame (default: the bundle's)")
-    ev.add_argument("--temperature", type=float, help="MaskGIT sampling temperature, 0 = greedy (default: the bundle's)")
-    ev.add_argument("--persistence", type=int, nargs="?", const=1000, default=0, metavar="STEPS",
-                    help="also play STEPS (default 1000) random latent actions: memory, latency p50/p99 and collapse "
-                         "over time, written beside --out (.persistence.json/.png/.gif)")
+    ev.add_argument(
+        "--temperature", type=float, help="MaskGIT sampling temperature, 0 = greedy (default: the bundle's)"
+    )
+    ev.add_argument(
+        "--persistence",
+        type=int,
+        nargs="?",
+        const=1000,
+        default=0,
+        metavar="STEPS",
+        help="also play STEPS (default 1000) random latent actions: memory, latency p50/p99 and collapse "
+        "over time, written beside --out (.persistence.json/.png/.gif)",
+    )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=_cmd_eval)
@@ -183,10 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--port", type=int, default=8765)
     play.add_argument("--device", default="auto")
     play.add_argument("--no-browser", action="store_true")
-    play.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle; fewer is faster)")
+    play.add_argument(
+        "--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle; fewer is faster)"
+    )
     play.add_argument("--temperature", type=float, default=None)
-    play.add_argument("--slide", type=int, default=None, help="frames dropped when the context window is full (default: half the window)")
-    play.add_argument("--compile", action="store_true", help="torch.compile the per-frame passes of the dynamics model and the decoder (CUDA graphs on a GPU), compiled for every cache length before the page opens")
+    play.add_argument(
+        "--slide",
+        type=int,
+        default=None,
+        help="frames dropped when the context window is full (default: half the window)",
+    )
+    play.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the per-frame passes of the dynamics model and the decoder (CUDA graphs on a GPU), "
+        "compiled for every cache length before the page opens",
+    )
     play.set_defaults(func=_cmd_play)
 
     bench = sub.add_parser("bench", help="throughput and latency benchmarks, JSON out")
@@ -197,14 +259,35 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench.json")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--batch-size", type=int, default=8, help="clips per training step")
-    bench.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on CUDA, fp32 on the CPU")
-    bench.add_argument("--compile", action="store_true", help="torch.compile the training steps and the play step (CUDA graphs on a GPU)")
-    bench.add_argument("--steps", type=int, default=None, help="MaskGIT steps per generated frame (default: the model's)")
-    bench.add_argument("--slide", type=int, default=None, help="frames dropped when the play context window is full (default: half the window)")
-    bench.add_argument("--stages", default=None, help="comma-separated training rows (default all: tokenizer,lam,dynamics,dynamics+encode; none: play only)")
+    bench.add_argument(
+        "--dtype", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on CUDA, fp32 on the CPU"
+    )
+    bench.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training steps and the play step (CUDA graphs on a GPU)",
+    )
+    bench.add_argument(
+        "--steps", type=int, default=None, help="MaskGIT steps per generated frame (default: the model's)"
+    )
+    bench.add_argument(
+        "--slide",
+        type=int,
+        default=None,
+        help="frames dropped when the play context window is full (default: half the window)",
+    )
+    bench.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated training rows (default all: tokenizer,lam,dynamics,dynamics+encode; none: play only)",
+    )
     bench.add_argument("--play-batches", default="1,8", help="comma-separated batch sizes for the play figures")
-    bench.add_argument("--peak-tflops", type=float, default=None,
-                       help="device peak for MFU (default on CUDA: 788, the bf16 matmul rate measured on an H100)")
+    bench.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="device peak for MFU (default on CUDA: 788, the bf16 matmul rate measured on an H100)",
+    )
     bench.set_defaults(func=_cmd_bench)
     return parser
 
@@ -220,10 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":  # the KEY=VALUE overrides among them were understood
             extra = [e for e in extra if "=" not in e or e.startswith("-")]
             hint = "; config overrides are KEY=VALUE, e.g. train.max_steps=100"
-        print(f"genie: error: unrecognized arguments: {' '.join(extra)} (see genie {args.command} --help{hint})",
-              file=sys.stderr)
+        print(
+            f"genie: error: unrecognized arguments: {' '.join(extra)} (see genie {args.command} --help{hint})",
+            file=sys.stderr,
+        )
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -138,7 +138,8 @@ def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}' (valid keys under '{prefix or '<top>'}': {', '.join(sorted(names))})"
+            f"unknown config key '{prefix}{unknown[0]}' "
+            f"(valid keys under '{prefix or '<top>'}': {', '.join(sorted(names))})"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
     return cls(**kwargs)

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genie.data.actions import action_scores
 from genie.config import ConfigError
+from genie.data.actions import action_scores
 from genie.data.clips import VideoClips
-from genie.models.pixels import video_to_float
 from genie.data.heldout import select_videos
 from genie.metrics import bootstrap_interval, codebook_stats, player_position, psnr, ssim
+from genie.models.pixels import video_to_float
 from genie.models.resolution import DEFAULT_FIT
 from genie.models.world import WorldModel, resolve_device
 from genie.persistence import persistence_command
@@ -73,7 +73,11 @@ def summarise(values: dict[str, list], groups: np.ndarray, seed: int = 0) -> dic
     `groups` (N,) the clips come from; keys without finite values are left out."""
     out = {}
     for key, parts in values.items():
-        x = torch.cat([torch.as_tensor(p, dtype=torch.float64).flatten() for p in parts]).numpy() if parts else np.array([])
+        x = (
+            torch.cat([torch.as_tensor(p, dtype=torch.float64).flatten() for p in parts]).numpy()
+            if parts
+            else np.array([])
+        )
         if not np.isfinite(x).any():
             continue
         out[key] = float(x[np.isfinite(x)].mean())
@@ -93,8 +97,17 @@ def json_safe(value):
 
 
 @torch.no_grad()
-def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_clips: int = 64, horizon: int = 4,
-             rollout_frames_k: int = 16, batch_size: int = 8, seed: int = 0, progress: bool = True) -> dict:
+def evaluate(
+    world: WorldModel,
+    data_dir: str | Path,
+    split: str = "val",
+    max_clips: int = 64,
+    horizon: int = 4,
+    rollout_frames_k: int = 16,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Score `world` on clips of the `split` files of `data_dir` (see the module docstring for the keys).
 
     Clips are 1 + max(horizon, rollout_frames_k) frames; shorter videos are skipped. Raises ConfigError for
@@ -136,7 +149,9 @@ def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_cl
 
         generated = rollout_frames(world, frames[:, 0], actions, seed + index)  # (B, L-1, 3, H, W)
         per_frame = psnr(generated, video[:, 1:]).cpu()  # (B, L-1)
-        random_actions = torch.randint(0, world.num_actions, (len(frames), horizon), generator=random_gen).to(world.device)
+        random_actions = torch.randint(0, world.num_actions, (len(frames), horizon), generator=random_gen).to(
+            world.device
+        )
         randomised = rollout_frames(world, frames[:, 0], random_actions, seed + index)
         values["delta_t_psnr"].append(per_frame[:, horizon - 1] - psnr(randomised[:, -1], video[:, horizon]).cpu())
         for k in ROLLOUT_KS:
@@ -162,8 +177,16 @@ def evaluate(world: WorldModel, data_dir: str | Path, split: str = "val", max_cl
         # the probe, NMI and the inverse-dynamics ceiling on one split of up to 4096 labelled transitions of
         # the scored files, held-out half by episode (genie/data/actions.py)
         metrics.update(action_scores(world, videos, seed=seed, progress=progress))
-    metrics.update({"num_clips": len(clips), "num_videos": len(videos), "split": split,
-                    "training_videos_scored": num_seen, "clip_frames": length, "horizon": horizon})
+    metrics.update(
+        {
+            "num_clips": len(clips),
+            "num_videos": len(videos),
+            "split": split,
+            "training_videos_scored": num_seen,
+            "clip_frames": length,
+            "horizon": horizon,
+        }
+    )
     return metrics
 
 
@@ -181,9 +204,18 @@ def summary(metrics: dict) -> str:
         lines.append(f"  WARNING: {seen} of these videos were training videos: these scores are not held-out")
     elif seen < 0:
         lines.append("  (this bundle does not record its training files: held-out status unknown)")
-    rows = [("tokenizer", "recon_psnr", "dB"), ("", "recon_ssim", ""), ("", "codebook_usage", ""),
-            ("", "codebook_perplexity", ""), ("LAM", "lam_psnr", "dB"), ("", "action_nmi", ""),
-            ("", "action_probe_acc", ""), ("", "idm_ceiling_acc", ""), ("", "action_bundle_map_acc", ""), ("dynamics", "delta_t_psnr", "dB")]
+    rows = [
+        ("tokenizer", "recon_psnr", "dB"),
+        ("", "recon_ssim", ""),
+        ("", "codebook_usage", ""),
+        ("", "codebook_perplexity", ""),
+        ("LAM", "lam_psnr", "dB"),
+        ("", "action_nmi", ""),
+        ("", "action_probe_acc", ""),
+        ("", "idm_ceiling_acc", ""),
+        ("", "action_bundle_map_acc", ""),
+        ("dynamics", "delta_t_psnr", "dB"),
+    ]
     rows += [("", f"rollout_psnr@{k}", "dB") for k in ROLLOUT_KS]
     rows += [("player", f"player_pos_error@{k}", "px") for k in (1, 8, 16)]
     rows += [("", f"player_within_2px@{k}", "") for k in (8, 16)] + [("", f"player_present@{k}", "") for k in (8, 16)]
@@ -201,10 +233,12 @@ def summary(metrics: dict) -> str:
         lines.append(f"  delta_t_psnr at t={metrics['horizon']}: {verdict}")
     if "persistence" in metrics:
         p = metrics["persistence"]
-        lines.append(f"  persistence: {p['steps']} random-action frames, latency p50 {p['latency_ms_p50']:.1f} ms, "
-                     f"p99 {p['latency_ms_p99']:.1f} ms; memory peak {p['memory_peak_mb']:.0f} MB, growth "
-                     f"{p['memory_growth_mb']:.1f} MB ({'flat' if p['memory_flat'] else 'GROWING'}); degenerate frames "
-                     f"{100 * p['degenerate_fraction']:.1f} % ({'COLLAPSED' if p['collapsed'] else 'no collapse'})")
+        lines.append(
+            f"  persistence: {p['steps']} random-action frames, latency p50 {p['latency_ms_p50']:.1f} ms, "
+            f"p99 {p['latency_ms_p99']:.1f} ms; memory peak {p['memory_peak_mb']:.0f} MB, growth "
+            f"{p['memory_growth_mb']:.1f} MB ({'flat' if p['memory_flat'] else 'GROWING'}); degenerate frames "
+            f"{100 * p['degenerate_fraction']:.1f} % ({'COLLAPSED' if p['collapsed'] else 'no collapse'})"
+        )
     return "\n".join(lines)
 
 
@@ -216,17 +250,27 @@ def eval_command(args) -> None:
     world.set_sampling(steps=getattr(args, "steps", None), temperature=getattr(args, "temperature", None))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    metrics = evaluate(world, args.data, split=args.split, max_clips=args.max_clips, horizon=args.horizon, seed=args.seed)
-    metrics.update({"model": str(args.model), "data": str(args.data), "device": str(device),
-                    "maskgit_steps": world.steps, "temperature": world.temperature})
+    metrics = evaluate(
+        world, args.data, split=args.split, max_clips=args.max_clips, horizon=args.horizon, seed=args.seed
+    )
+    metrics.update(
+        {
+            "model": str(args.model),
+            "data": str(args.data),
+            "device": str(device),
+            "maskgit_steps": world.steps,
+            "temperature": world.temperature,
+        }
+    )
     metrics = json_safe(metrics)
     metrics["seconds"] = round(time.time() - start, 1)
     out.write_text(json.dumps(metrics, indent=2))  # written before the persistence rollout, which can fail alone
     if getattr(args, "persistence", 0):
         if args.persistence < 2:
             raise ConfigError(f"--persistence needs at least 2 steps, got {args.persistence}")
-        metrics["persistence"] = json_safe(persistence_command(world, args.data, args.split, out,
-                                                               steps=args.persistence, seed=args.seed))
+        metrics["persistence"] = json_safe(
+            persistence_command(world, args.data, args.split, out, steps=args.persistence, seed=args.seed)
+        )
         metrics["seconds"] = round(time.time() - start, 1)
         out.write_text(json.dumps(metrics, indent=2))
     print(summary(metrics))

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from genie.models.lam import LAMConfig, LatentActionModel
-from genie.models.resolution import DEFAULT_FIT, frame_size
 from genie.data.video import VideoError, VideoWriter, iter_video
-from genie.models.pixels import fit_frames
 from genie.models.checkpoint import load_checkpoint, load_stage_model, recorded_fit
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.pixels import fit_frames
+from genie.models.resolution import DEFAULT_FIT, frame_size
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ class WindowedActions:
     the video; windows are made float only when a batch of them runs.
     """
 
-    def __init__(self, model: LatentActionModel, window: int | None = None, batch_size: int = 32,
-                 fit: str = DEFAULT_FIT):
+    def __init__(
+        self, model: LatentActionModel, window: int | None = None, batch_size: int = 32, fit: str = DEFAULT_FIT
+    ):
         """`fit`: how frames of another aspect ratio than the LAM's are fitted (genie.models.pixels.fit_frames)."""
         self.window = window or model.cfg.max_frames
         if not 2 <= self.window <= model.cfg.max_frames:
@@ -76,8 +77,12 @@ class WindowedActions:
         return actions
 
     def _run(self) -> list[int]:
-        clips = torch.stack([to_model_input(self.frames[s - self.offset : s - self.offset + n], self.resolution)
-                             for s, n in self.pending]).to(self.device)  # (N, W, 3, H, W)
+        clips = torch.stack(
+            [
+                to_model_input(self.frames[s - self.offset : s - self.offset + n], self.resolution)
+                for s, n in self.pending
+            ]
+        ).to(self.device)  # (N, W, 3, H, W)
         ids = self.model.infer_actions(clips).cpu()  # (N, W-1)
         actions = []
         for (start, _), row in zip(self.pending, ids):
@@ -99,8 +104,9 @@ class WindowedActions:
 
 
 @torch.no_grad()
-def infer_actions(model: LatentActionModel, video: np.ndarray, window: int | None = None, batch_size: int = 32,
-                  fit: str = DEFAULT_FIT) -> list[int]:
+def infer_actions(
+    model: LatentActionModel, video: np.ndarray, window: int | None = None, batch_size: int = 32, fit: str = DEFAULT_FIT
+) -> list[int]:
     """Latent action ids (T-1 of them) for uint8 frames (T, H, W, 3) of any length and size, via overlapping
     windows; frames are fitted to the LAM's resolution by genie.models.pixels.fit_frames."""
     if len(video) < 2:
@@ -116,7 +122,9 @@ def stamp_actions(video: np.ndarray, actions: list[int], scale: int | None = Non
     scale = scale or max(1, 256 // max(video.shape[1:3]))
     out = []
     for t, frame in enumerate(video):
-        image = Image.fromarray(np.ascontiguousarray(frame)).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
+        image = Image.fromarray(np.ascontiguousarray(frame)).resize(
+            (frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST
+        )
         draw = ImageDraw.Draw(image)
         label = f"a={actions[t]}" if t < len(actions) else "end"
         box = draw.textbbox((4, 4), label)
@@ -132,8 +140,13 @@ def annotated_path(annotate_to: Path, index: int, count: int) -> Path:
 
 
 @torch.no_grad()
-def video_actions(model: LatentActionModel, path: str | Path, window: int | None = None,
-                  annotate_to: Path | None = None, fit: str = DEFAULT_FIT) -> dict:
+def video_actions(
+    model: LatentActionModel,
+    path: str | Path,
+    window: int | None = None,
+    annotate_to: Path | None = None,
+    fit: str = DEFAULT_FIT,
+) -> dict:
     """{"path", "num_frames", "actions"} of one video, streamed a chunk at a time (memory does not grow
     with its length) and fitted to the LAM's resolution by `fit`; with `annotate_to`, the frames with their
     actions stamped are written as they settle."""
@@ -171,8 +184,13 @@ def video_actions(model: LatentActionModel, path: str | Path, window: int | None
     return {"path": str(path), "num_frames": stream.count, "actions": actions}
 
 
-def infer_actions_command(model_path: str | Path, videos: list[str | Path], out: str | Path,
-                          annotate: str | Path | None = None, window: int | None = None) -> dict:
+def infer_actions_command(
+    model_path: str | Path,
+    videos: list[str | Path],
+    out: str | Path,
+    annotate: str | Path | None = None,
+    window: int | None = None,
+) -> dict:
     """Write {"model", "num_actions", "videos": [{"path", "num_frames", "actions"}]} to `out` as JSON.
 
     Unreadable videos are skipped with one line each; if any was skipped the command still writes the
@@ -208,5 +226,7 @@ def infer_actions_command(model_path: str | Path, videos: list[str | Path], out:
     out.write_text(json.dumps(report, indent=1))
     log.info("latent actions of %d videos: %s", len(results), out)
     if failed:
-        raise VideoError(f"{len(failed)} of {len(videos)} videos could not be read (see warnings); the others are in {out}")
+        raise VideoError(
+            f"{len(failed)} of {len(videos)} videos could not be read (see warnings); the others are in {out}"
+        )
     return report

@@ -51,7 +51,9 @@ def codebook_stats(ids: torch.Tensor, num_codes: int) -> dict[str, float]:
 
 def code_perplexity(ids: torch.Tensor, num_codes: int) -> torch.Tensor:
     """exp entropy of the code frequencies in `ids`, as a tensor on their device (no host read)."""
-    counts = torch.zeros(num_codes, device=ids.device).index_add_(0, ids.flatten().long(), torch.ones(ids.numel(), device=ids.device))
+    counts = torch.zeros(num_codes, device=ids.device).index_add_(
+        0, ids.flatten().long(), torch.ones(ids.numel(), device=ids.device)
+    )
     p = counts / counts.sum().clamp(min=1)
     return torch.exp(-torch.xlogy(p, p).sum())
 
@@ -74,12 +76,17 @@ def normalized_mutual_info(a: np.ndarray, b: np.ndarray) -> float:
         return 1.0
     with warnings.catch_warnings():  # torchmetrics builds a sparse contingency table and warns about its checks
         warnings.simplefilter("ignore", UserWarning)
-        value = normalized_mutual_info_score(torch.from_numpy(np.unique(a, return_inverse=True)[1]),
-                                             torch.from_numpy(np.unique(b, return_inverse=True)[1]), "arithmetic")
+        value = normalized_mutual_info_score(
+            torch.from_numpy(np.unique(a, return_inverse=True)[1]),
+            torch.from_numpy(np.unique(b, return_inverse=True)[1]),
+            "arithmetic",
+        )
     return float(value) if torch.isfinite(value) else 0.0
 
 
-def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, train_fraction: float = 0.5, steps: int = 300, seed: int = 0) -> float:
+def linear_probe_accuracy(
+    features: np.ndarray, labels: np.ndarray, train_fraction: float = 0.5, steps: int = 300, seed: int = 0
+) -> float:
     """Accuracy on a held-out split of a multinomial logistic regression from features to labels."""
     features = np.asarray(features, dtype=np.float32).reshape(len(labels), -1)
     labels = np.asarray(labels)
@@ -91,12 +98,19 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, train_fracti
     cut = max(1, min(n - 1, int(n * train_fraction)))
     train, test = order[:cut], order[cut:]
     _, y = np.unique(labels, return_inverse=True)
-    return fit_probe_accuracy(torch.from_numpy(features), torch.from_numpy(y), torch.from_numpy(train),
-                              torch.from_numpy(test), int(y.max()) + 1, steps)
+    return fit_probe_accuracy(
+        torch.from_numpy(features),
+        torch.from_numpy(y),
+        torch.from_numpy(train),
+        torch.from_numpy(test),
+        int(y.max()) + 1,
+        steps,
+    )
 
 
-def fit_probe_accuracy(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor, num_classes: int,
-                       steps: int = 300) -> float:
+def fit_probe_accuracy(
+    x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor, num_classes: int, steps: int = 300
+) -> float:
     """Held-out accuracy of a multinomial logistic regression (L-BFGS, L2 1e-4) from features x (N, D) float to
     class ids y (N,) long, fitted on the `train` rows and scored on the `test` rows (index or bool tensors);
     features are standardised with the train rows' statistics."""
@@ -121,8 +135,9 @@ def mean_finite(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def bootstrap_interval(values, groups=None, confidence: float = 0.95, resamples: int = 2000,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    values, groups=None, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of per-clip values (N,) (Efron & Tibshirani 1993, ch. 13).
 
     With `groups` (N,) (e.g. the video each clip comes from) whole groups are resampled (the cluster
@@ -153,8 +168,11 @@ def player_mask(frames: torch.Tensor) -> torch.Tensor:
     return (r > 0.7) & (g > 0.6) & (b < 0.45) & (r - b > 0.35)
 
 
-def player_position(frames: torch.Tensor, min_pixels: int = 20, max_extent: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centroid (row, col) in pixels of the player in float frames (..., 3, H, W) -> (float (..., 2), bool (...,) found).
+def player_position(
+    frames: torch.Tensor, min_pixels: int = 20, max_extent: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroid (row, col) in pixels of the player in float frames (..., 3, H, W) -> (float (..., 2),
+    bool (...,) found).
 
     `found` is False unless the player is there in one piece: at least `min_pixels` player-coloured pixels
     (an intact 6x6 player has 32) within a box of at most `max_extent` pixels a side (a player broken into

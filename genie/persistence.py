@@ -14,9 +14,10 @@ through the environment API (sliding context, streamed decoding) and records per
   static are far rougher than real frames) and `motion` (largest mean absolute difference between the
   frame and any of the previous 16: a frozen world stops changing while real ones under random actions
   keep moving) and `flicker` (mean absolute difference to the previous frame: output that changes wholesale
-  every frame is not a world either). A frame is degenerate when a statistic leaves the real range widened by a margin
-  (`COLLAPSE_MARGIN`); the rollout has collapsed when more than `COLLAPSE_RATE` of its frames, or more than
-  half of any 50 consecutive frames, are degenerate. The reference range comes from the real clips, so the measure needs no labels.
+  every frame is not a world either). A frame is degenerate when a statistic leaves the real range widened by
+  a margin (`COLLAPSE_MARGIN`); the rollout has collapsed when more than `COLLAPSE_RATE` of its frames, or more
+  than half of any 50 consecutive frames, are degenerate. The reference range comes from the real clips, so the
+  measure needs no labels.
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def frame_statistics(frames: torch.Tensor) -> dict[str, np.ndarray]:
         past = y[max(0, t - MOTION_WINDOW) : t]
         motion[t] = (past - y[t : t + 1]).abs().flatten(1).mean(1).max()
     flicker = torch.cat([torch.full((1,), float("nan")), (y[1:] - y[:-1]).abs().flatten(1).mean(1).cpu()])
-    return {"contrast": contrast.cpu().numpy(), "roughness": roughness.cpu().numpy(), "motion": motion.numpy(),
-            "flicker": flicker.numpy()}
+    return {
+        "contrast": contrast.cpu().numpy(),
+        "roughness": roughness.cpu().numpy(),
+        "motion": motion.numpy(),
+        "flicker": flicker.numpy(),
+    }
 
 
 def reference_bounds(clips: list[torch.Tensor]) -> dict[str, tuple[float, float]]:
@@ -97,8 +102,9 @@ def _memory_mb(device: torch.device) -> float:
 
 
 @torch.no_grad()
-def persistence(world, prompt: np.ndarray, bounds: dict, steps: int = 1000, seed: int = 0,
-                progress: bool = True) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
+def persistence(
+    world, prompt: np.ndarray, bounds: dict, steps: int = 1000, seed: int = 0, progress: bool = True
+) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
     """Play `steps` random latent actions from uint8 prompt frames (T, H, W, 3) at batch 1.
 
     Returns (summary, per-step series, uint8 frames (steps+1, H, W, 3)). Summary keys: steps,
@@ -133,7 +139,11 @@ def persistence(world, prompt: np.ndarray, bounds: dict, steps: int = 1000, seed
     growth = float(settled[half:].max() - settled[:half].max()) if half else 0.0
     # a leak of a fixed size a step shows as a slope; 1 MB over 1,000 steps is allocator noise, not a leak
     slope = float(np.polyfit(np.arange(len(settled)), settled, 1)[0]) if len(settled) > 1 else 0.0
-    windows = np.convolve(bad.astype(float), np.ones(COLLAPSE_WINDOW) / COLLAPSE_WINDOW, "valid") if len(bad) >= COLLAPSE_WINDOW else np.array([bad.mean()])
+    windows = (
+        np.convolve(bad.astype(float), np.ones(COLLAPSE_WINDOW) / COLLAPSE_WINDOW, "valid")
+        if len(bad) >= COLLAPSE_WINDOW
+        else np.array([bad.mean()])
+    )
     summary = {
         "steps": steps,
         "latency_ms_p50": float(np.percentile(latency, 50) * 1e3),
@@ -150,7 +160,12 @@ def persistence(world, prompt: np.ndarray, bounds: dict, steps: int = 1000, seed
     }
     for name in STATISTICS:
         summary[f"{name}_median"] = float(np.nanmedian(stats[name][1:]))
-    series = {"latency_ms": latency * 1e3, "memory_mb": memory, "degenerate": bad, **{k: v[1:] for k, v in stats.items()}}
+    series = {
+        "latency_ms": latency * 1e3,
+        "memory_mb": memory,
+        "degenerate": bad,
+        **{k: v[1:] for k, v in stats.items()},
+    }
     return summary, series, video.numpy()
 
 
@@ -199,7 +214,9 @@ def persistence_command(world, data_dir, split: str, out: Path, steps: int = 100
     prompt = clips[0]["video"][:1].numpy()
     summary, series, video = persistence(world, prompt, bounds, steps=steps, seed=seed)
     stem = out.with_suffix("")
-    Path(f"{stem}.persistence.json").write_text(json.dumps({**summary, "series": {k: np.asarray(v, dtype=float).tolist() for k, v in series.items()}}))
+    Path(f"{stem}.persistence.json").write_text(
+        json.dumps({**summary, "series": {k: np.asarray(v, dtype=float).tolist() for k, v in series.items()}})
+    )
     plot(series, bounds, f"{stem}.persistence.png")
     write_gif(f"{stem}.persistence.gif", video[:200])
     summary["files"] = [f"{stem}.persistence.json", f"{stem}.persistence.png", f"{stem}.persistence.gif"]

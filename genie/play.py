@@ -33,8 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from genie.data.actions import ActionMap
 from genie.config import ConfigError
+from genie.data.actions import ActionMap
 from genie.data.video import read_frames, write_video
 from genie.models.world import ActionError, WorldModel, resolve_device
 from genie.rollout import upscale
@@ -42,8 +42,13 @@ from genie.rollout import upscale
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 MAX_KEPT_FRAMES = 20_000  # the mp4 holds the last this-many frames (~30 min at 10 fps, 250 MB at 64x64)
 KEEPALIVE_S = 15.0  # an SSE comment this often finds closed tabs and keeps proxies from timing out
 VIDEO_SIDE = 256  # the mp4 is upscaled (nearest) to at least this side: yuv420p smears tiny frames
@@ -99,6 +104,7 @@ class PlaySession:
 
     def step(self, action: int) -> dict:
         """One latent action; raises ActionError for an id outside 0..num_actions-1."""
+
         def run() -> dict:
             start = time.perf_counter()
             frame = self.world.step([action])[0]
@@ -115,13 +121,19 @@ class PlaySession:
                 self.frames.clear()
             self.index += 1
             self.frames.append(frame)
-            self.latest = {"session": self.session, "index": self.index, "action": action,
-                           "latency_ms": round(seconds * 1000, 2), "png": png}
+            self.latest = {
+                "session": self.session,
+                "index": self.index,
+                "action": action,
+                "latency_ms": round(seconds * 1000, 2),
+                "png": png,
+            }
             self.changed.notify_all()
             return self.latest
 
     def wait_for_frame(self, after: tuple[int, int] | None, timeout: float) -> dict | None:
         """The newest frame once it differs from `after` (session, index); None on timeout or close."""
+
         def fresh() -> bool:
             return self.closed or (self.latest is not None and (self.latest["session"], self.latest["index"]) != after)
 
@@ -159,9 +171,15 @@ def action_info(action_map: ActionMap | None) -> dict:
     if action_map is None:
         return {}
     share = action_map.action_given_code().max(1)
-    return {"action_names": action_map.names, "code_names": action_map.code_names(),
-            "code_confidence": [round(float(p), 3) if name is not None else None for p, name in zip(share, action_map.code_names())],
-            "controls": action_map.key_bindings(), "labels": action_map.labels}
+    return {
+        "action_names": action_map.names,
+        "code_names": action_map.code_names(),
+        "code_confidence": [
+            round(float(p), 3) if name is not None else None for p, name in zip(share, action_map.code_names())
+        ],
+        "controls": action_map.key_bindings(),
+        "labels": action_map.labels,
+    }
 
 
 def frame_json(frame: dict, with_png: bool = False) -> dict:
@@ -177,7 +195,9 @@ def int_param(value, name: str, low: int, high: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer in {low}..{high}, got {value!r}") from None
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST, f"{name} must be an integer in {low}..{high}, got {value!r}"
+        ) from None
     if not low <= number <= high:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be in {low}..{high}, got {number}")
     return number
@@ -186,13 +206,18 @@ def int_param(value, name: str, low: int, high: int) -> int:
 class PlayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a held key sends many small requests
     disable_nagle_algorithm = True  # headers and body go out in separate writes: Nagle would hold the body ~40 ms
-    server: "PlayServer"
+    server: PlayServer
 
     # ---------------------------------------------------------------------------------- routing
 
     def do_GET(self) -> None:
-        routes = {"/": lambda q: self.send_static("play.html"), "/info": self.get_info, "/events": self.get_events,
-                  "/frame.png": self.get_frame, "/video.mp4": self.get_video}
+        routes = {
+            "/": lambda q: self.send_static("play.html"),
+            "/info": self.get_info,
+            "/events": self.get_events,
+            "/frame.png": self.get_frame,
+            "/video.mp4": self.get_video,
+        }
         self.route(routes, post_only=("/step", "/reset"))
 
     def do_POST(self) -> None:
@@ -224,10 +249,19 @@ class PlayHandler(BaseHTTPRequestHandler):
         session, world = self.server.session, self.server.session.world
         latest = session.latest
         height, width = world.frame_size
-        info = {"num_actions": world.num_actions, "resolution": world.resolution, "height": height, "width": width,
-                "model": self.server.model_path, "prompt": self.server.prompt_name,
-                "device": str(world.device), "maskgit_steps": world.steps,
-                "session": latest["session"], "frame": latest["index"], "frames_kept": len(session.frames)}
+        info = {
+            "num_actions": world.num_actions,
+            "resolution": world.resolution,
+            "height": height,
+            "width": width,
+            "model": self.server.model_path,
+            "prompt": self.server.prompt_name,
+            "device": str(world.device),
+            "maskgit_steps": world.steps,
+            "session": latest["session"],
+            "frame": latest["index"],
+            "frames_kept": len(session.frames),
+        }
         self.send_json({**info, **action_info(session.action_map)})
 
     def post_step(self, query: dict) -> None:
@@ -237,8 +271,14 @@ class PlayHandler(BaseHTTPRequestHandler):
         action = body.get("action", query.get("action"))
         action_map = self.server.session.action_map
         named = action_map is not None and isinstance(action, str) and not action.lstrip("-").isdigit()
-        if not named and (isinstance(action, bool) or not isinstance(action, (int, str)) or not str(action).lstrip("-").isdigit()):
-            kind = "an integer latent action id or an action name" if action_map is not None else "an integer latent action id"
+        if not named and (
+            isinstance(action, bool) or not isinstance(action, (int, str)) or not str(action).lstrip("-").isdigit()
+        ):
+            kind = (
+                "an integer latent action id or an action name"
+                if action_map is not None
+                else "an integer latent action id"
+            )
             raise RequestError(HTTPStatus.BAD_REQUEST, f"action must be {kind}, got {action!r}")
         try:
             frame = self.server.session.step(action_map.code_for(action) if named else int(action))
@@ -253,15 +293,18 @@ class PlayHandler(BaseHTTPRequestHandler):
 
     def get_frame(self, query: dict) -> None:
         latest = self.server.session.latest
-        self.send_bytes(latest["png"], "image/png", {"X-Frame-Index": str(latest["index"]),
-                                                     "X-Session": str(latest["session"])})
+        self.send_bytes(
+            latest["png"], "image/png", {"X-Frame-Index": str(latest["index"]), "X-Session": str(latest["session"])}
+        )
 
     def get_video(self, query: dict) -> None:
         session = self.server.session
         fps = int_param(query.get("fps", 10), "fps", 1, 60)
         scale = int_param(query.get("scale", max(1, -(-VIDEO_SIDE // min(session.world.frame_size)))), "scale", 1, 32)
         name = f"genie-play-{Path(self.server.model_path or 'world').stem}-{session.session}.mp4"
-        self.send_bytes(session.video(fps, scale), "video/mp4", {"Content-Disposition": f'attachment; filename="{name}"'})
+        self.send_bytes(
+            session.video(fps, scale), "video/mp4", {"Content-Disposition": f'attachment; filename="{name}"'}
+        )
 
     def get_events(self, query: dict) -> None:
         """Server-Sent Events: one `data:` line of JSON per new frame; slow readers skip to the newest."""
@@ -307,8 +350,9 @@ class PlayHandler(BaseHTTPRequestHandler):
     def send_json(self, obj: dict, status: HTTPStatus = HTTPStatus.OK) -> None:
         self.send_bytes(json.dumps(obj).encode(), "application/json", status=status)
 
-    def send_bytes(self, data: bytes, content_type: str, headers: dict | None = None,
-                   status: HTTPStatus = HTTPStatus.OK) -> None:
+    def send_bytes(
+        self, data: bytes, content_type: str, headers: dict | None = None, status: HTTPStatus = HTTPStatus.OK
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -343,8 +387,15 @@ class PlayServer(ThreadingHTTPServer):
         super().server_close()
 
 
-def make_server(world: WorldModel, prompt: np.ndarray | None = None, host: str = "127.0.0.1", port: int = 0,
-                model_path: str | None = None, prompt_name: str | None = None, warm_up: bool = False) -> PlayServer:
+def make_server(
+    world: WorldModel,
+    prompt: np.ndarray | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    model_path: str | None = None,
+    prompt_name: str | None = None,
+    warm_up: bool = False,
+) -> PlayServer:
     """A server (not yet serving: call serve_forever) whose session starts from `prompt`, or the bundle's sample
     prompt when None. Port 0 picks a free port; `server.url` says which. `warm_up` steps through one window
     cycle first (PlaySession.warm_up), for a compiled world."""
@@ -352,14 +403,18 @@ def make_server(world: WorldModel, prompt: np.ndarray | None = None, host: str =
         if world.prompt is None:
             raise ConfigError("this world model has no sample prompt: pass --prompt VIDEO|IMAGE")
         prompt, prompt_name = world.prompt, prompt_name or "the bundle's sample prompt"
-    session = PlaySession(world, np.array(prompt, dtype=np.uint8))  # a writable copy: torch.from_numpy warns on read-only arrays
+    session = PlaySession(
+        world, np.array(prompt, dtype=np.uint8)
+    )  # a writable copy: torch.from_numpy warns on read-only arrays
     if warm_up:
         session.warm_up()
     session.reset()
     try:
         return PlayServer((host, port), session, model_path, prompt_name or "prompt frames")
     except OSError as e:
-        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e}): pass another --port, or --port 0 for any free one") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): pass another --port, or --port 0 for any free one"
+        ) from None
 
 
 def play_command(args) -> None:
@@ -372,12 +427,14 @@ def play_command(args) -> None:
     prompt = None
     if args.prompt:
         # the first frames of a video: the world keeps at most max_frames - 1 of them as context
-        prompt = read_frames(args.prompt, resolution=world.resolution, max_frames=world.dynamics.cfg.max_frames - 1,
-                             fit=world.fit)
+        prompt = read_frames(
+            args.prompt, resolution=world.resolution, max_frames=world.dynamics.cfg.max_frames - 1, fit=world.fit
+        )
     elif world.prompt is None:
         raise ConfigError(f"{args.model} holds no sample prompt: pass --prompt VIDEO|IMAGE")
-    server = make_server(world, prompt, args.host, args.port, model_path=str(args.model), prompt_name=args.prompt,
-                         warm_up=args.compile)
+    server = make_server(
+        world, prompt, args.host, args.port, model_path=str(args.model), prompt_name=args.prompt, warm_up=args.compile
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the page")
     height, width = world.frame_size

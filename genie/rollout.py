@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genie.data.actions import ActionMap
 from genie.config import ConfigError
+from genie.data.actions import ActionMap
 from genie.data.video import read_frames, write_video
-from genie.models.world import ActionError, WorldModel, resolve_device
 from genie.inference import infer_actions
+from genie.models.world import ActionError, WorldModel, resolve_device
 
 ACTIONS_FORM = "comma-separated latent action ids such as 0,3,3,1"
 
@@ -31,7 +31,11 @@ def parse_actions(args, num_actions: int, action_map=None) -> list[int]:
             raise ConfigError(f"--repeat expects A:N (action A repeated N times), got {args.repeat!r}") from None
         actions = [action] * count
     elif args.actions is not None:
-        form = ACTIONS_FORM if action_map is None else f"{ACTIONS_FORM} or action names such as {','.join(action_map.known_names()[:3])}"
+        form = (
+            ACTIONS_FORM
+            if action_map is None
+            else f"{ACTIONS_FORM} or action names such as {','.join(action_map.known_names()[:3])}"
+        )
         items = [v.strip() for v in args.actions.split(",")]
         if "" in items:
             raise ConfigError(f"--actions expects {form}, got {args.actions!r}")
@@ -48,8 +52,10 @@ def parse_actions(args, num_actions: int, action_map=None) -> list[int]:
 
 def _named_action(name: str, action_map, form: str) -> int:
     if action_map is None:
-        raise ConfigError(f"--actions expects {form} (this model has no action names: its training data had no "
-                          f"true-action sidecars), got {name!r}")
+        raise ConfigError(
+            f"--actions expects {form} (this model has no action names: its training data had no "
+            f"true-action sidecars), got {name!r}"
+        )
     try:
         return action_map.code_for(name)
     except ActionError as e:
@@ -83,11 +89,14 @@ def rollout_command(args) -> None:
     world = WorldModel.load(args.model, device=resolve_device(args.device))
     world.set_sampling(args.steps, args.temperature, args.slide)  # a bad value is a ConfigError
     # a plain rollout needs only the prompt's last frames: read_frames keeps no more than those in memory
-    clip = read_frames(args.prompt, resolution=world.resolution, last=None if args.compare else args.prompt_frames,
-                       fit=world.fit)
+    clip = read_frames(
+        args.prompt, resolution=world.resolution, last=None if args.compare else args.prompt_frames, fit=world.fit
+    )
     if args.compare:
         if len(clip) < args.prompt_frames + 1:
-            raise ConfigError(f"{args.prompt}: --compare needs a video longer than --prompt-frames ({args.prompt_frames})")
+            raise ConfigError(
+                f"{args.prompt}: --compare needs a video longer than --prompt-frames ({args.prompt_frames})"
+            )
         frames, actions = compare(world, clip, args.prompt_frames, seed=args.seed)
         what = f"real (left) vs generated (right) with {len(actions)} inferred actions"
     else:

@@ -29,7 +29,9 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=2, help="integer upscaling, so small frames stay visible")
     args = parser.parse_args()
 
-    data = VideoDataModule(DataConfig(dir=args.data, seq_len=args.seq_len, resolution=args.resolution, batch_size=8, num_workers=0))
+    data = VideoDataModule(
+        DataConfig(dir=args.data, seq_len=args.seq_len, resolution=args.resolution, batch_size=8, num_workers=0)
+    )
     data.setup()
     clips = data.train_set
     picks = np.linspace(0, len(clips) - 1, min(args.clips, len(clips))).round().astype(int)
@@ -41,7 +43,10 @@ def main() -> None:
         rows.append(item["video"].numpy())  # (T, H, W, 3)
         actions = item["actions"].tolist()
         labels = [names[a] if names and a >= 0 else str(a) for a in actions]
-        print(f"row {row}: {clips.videos[int(item['video_index'])].path.name} from frame {int(item['start'])}: {' '.join(labels)}")
+        print(
+            f"row {row}: {clips.videos[int(item['video_index'])].path.name} "
+            f"from frame {int(item['start'])}: {' '.join(labels)}"
+        )
     sheet = contact_sheet(np.stack(rows))  # (N, T, H, W, 3) -> (H', W', 3)
     sheet = np.kron(sheet, np.ones((args.scale, args.scale, 1), dtype=np.uint8))
     write_image(args.out, sheet)

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from genie.data.clips import usable_videos
+from genie.data.video import read_frames
 from genie.inference import infer_actions
 from genie.metrics import psnr
-from genie.data.video import read_frames
 from genie.models.world import WorldModel
 
 
@@ -58,13 +58,30 @@ def main() -> None:
     rows = []
     for slide in (int(s) for s in args.slides.split(",")):
         per_frame, seconds = replay(world, real, actions, slide, args.seed)
-        early, late = per_frame[: window - 1], per_frame[window - 1:]
-        rows.append({"slide": slide, "step_ms": round(seconds * 1000, 1), "psnr_before_first_slide": round(float(early.mean()), 2),
-                     "psnr_after": round(float(late.mean()), 2), "psnr_per_frame": [round(float(p), 2) for p in per_frame]})
-        print(f"slide {slide}: {seconds * 1000:7.1f} ms per step of {len(videos)} worlds;  PSNR frames 1-{window - 1}: "
-              f"{early.mean():.2f} dB, frames {window}-{length - 1}: {late.mean():.2f} dB")
-    result = {"model": args.model, "data": args.data, "episodes": len(videos), "frames": length, "window": window,
-              "maskgit_steps": world.steps, "threads": torch.get_num_threads(), "rows": rows}
+        early, late = per_frame[: window - 1], per_frame[window - 1 :]
+        rows.append(
+            {
+                "slide": slide,
+                "step_ms": round(seconds * 1000, 1),
+                "psnr_before_first_slide": round(float(early.mean()), 2),
+                "psnr_after": round(float(late.mean()), 2),
+                "psnr_per_frame": [round(float(p), 2) for p in per_frame],
+            }
+        )
+        print(
+            f"slide {slide}: {seconds * 1000:7.1f} ms per step of {len(videos)} worlds;  PSNR frames 1-{window - 1}: "
+            f"{early.mean():.2f} dB, frames {window}-{length - 1}: {late.mean():.2f} dB"
+        )
+    result = {
+        "model": args.model,
+        "data": args.data,
+        "episodes": len(videos),
+        "frames": length,
+        "window": window,
+        "maskgit_steps": world.steps,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 

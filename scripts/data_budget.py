@@ -1,7 +1,8 @@
 """Is video decoding fast enough to feed the GPU? Compares what each training stage would consume with what
 the data path (decord in DataLoader workers) delivers.
 
-    python scripts/data_budget.py --config configs/coinrun/genie.yaml --data data/coinrun --out docs/bench/data_budget.json
+    python scripts/data_budget.py --config configs/coinrun/genie.yaml --data data/coinrun \
+        --out docs/bench/data_budget.json
 
 Model FLOPs per training frame (forward + backward, matmuls and attention) are counted on the meta device,
 so no weights are allocated and nothing runs; the frames per second a stage would consume follow for a
@@ -46,30 +47,56 @@ def main() -> None:
     tokenizer, lam, _, cfgs = models_from_config(args.config)
     data = cfgs["tokenizer"].data
     seq_len, resolution, workers = data.seq_len, data.resolution, data.num_workers
+
     def loss(m, video):  # reconstruction / prediction + VQ: one forward and one backward
         out, _, vq = m(video)
         return out.float().mean() + vq
 
-    per_frame = {name: flops_per_frame(model, loss, seq_len, resolution) for name, model in (("tokenizer", tokenizer), ("lam", lam))}
-    decode = {w: bench_decode(args.data, seq_len, resolution, batch_size=data.batch_size, workers=w, batches=30)["decode_frames_per_s"]
-              for w in (1, 2)}
+    per_frame = {
+        name: flops_per_frame(model, loss, seq_len, resolution)
+        for name, model in (("tokenizer", tokenizer), ("lam", lam))
+    }
+    decode = {
+        w: bench_decode(args.data, seq_len, resolution, batch_size=data.batch_size, workers=w, batches=30)[
+            "decode_frames_per_s"
+        ]
+        for w in (1, 2)
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        cached = bench_decode(args.data, seq_len, resolution, batch_size=data.batch_size, workers=1, batches=30,
-                              frame_cache_dir=Path(tmp) / "frame_cache")["decode_frames_per_s"]
-    result = {"config": args.config, "data": args.data, "cpu": f"{platform.machine()}, {os.cpu_count()} cores",
-              "seq_len": seq_len, "resolution": resolution, "config_workers": workers,
-              "decode_frames_per_s": {str(w): v for w, v in decode.items()},
-              "decode_per_worker_x_config_workers": round(decode[1] * workers, 1),
-              "frame_cache_frames_per_s_1_worker": cached,
-              "peak_tflops": H100_BF16_TFLOPS, "stages": {}}
-    print(f"decode: {decode[1]:.0f} frames/s with 1 worker, {decode[2]:.0f} with 2 ({resolution}x{resolution}, "
-          f"{seq_len}-frame clips); x{workers} workers ~ {decode[1] * workers:.0f} frames/s; "
-          f"from the frame cache: {cached:.0f} frames/s with 1 worker")
+        cached = bench_decode(
+            args.data,
+            seq_len,
+            resolution,
+            batch_size=data.batch_size,
+            workers=1,
+            batches=30,
+            frame_cache_dir=Path(tmp) / "frame_cache",
+        )["decode_frames_per_s"]
+    result = {
+        "config": args.config,
+        "data": args.data,
+        "cpu": f"{platform.machine()}, {os.cpu_count()} cores",
+        "seq_len": seq_len,
+        "resolution": resolution,
+        "config_workers": workers,
+        "decode_frames_per_s": {str(w): v for w, v in decode.items()},
+        "decode_per_worker_x_config_workers": round(decode[1] * workers, 1),
+        "frame_cache_frames_per_s_1_worker": cached,
+        "peak_tflops": H100_BF16_TFLOPS,
+        "stages": {},
+    }
+    print(
+        f"decode: {decode[1]:.0f} frames/s with 1 worker, {decode[2]:.0f} with 2 ({resolution}x{resolution}, "
+        f"{seq_len}-frame clips); x{workers} workers ~ {decode[1] * workers:.0f} frames/s; "
+        f"from the frame cache: {cached:.0f} frames/s with 1 worker"
+    )
     for stage, flops in per_frame.items():
         need = {str(m): round(m * H100_BF16_TFLOPS * 1e12 / flops, 1) for m in args.mfu}
         result["stages"][stage] = {"gflops_per_frame": round(flops / 1e9, 3), "frames_per_s_at_mfu": need}
-        print(f"{stage:10s} {flops / 1e9:8.2f} GFLOP a training frame; at MFU "
-              + ", ".join(f"{float(m):.0%}: {v:,.0f} frames/s" for m, v in need.items()))
+        print(
+            f"{stage:10s} {flops / 1e9:8.2f} GFLOP a training frame; at MFU "
+            + ", ".join(f"{float(m):.0%}: {v:,.0f} frames/s" for m, v in need.items())
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))

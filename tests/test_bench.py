@@ -65,9 +65,9 @@ def test_training_losses_never_read_back_from_the_device():
     # On the meta device tensors have shapes but no values: any op that needs to read a value on the host
     # (boolean-mask indexing, bincount, .item(), int(tensor)) raises. On a GPU each of those would stall
     # every training step until the device catches up.
+    from genie.metrics import code_perplexity
     from genie.models.dynamics import DynamicsConfig, DynamicsModel
     from genie.models.lam import LAMConfig, LatentActionModel
-    from genie.metrics import code_perplexity
     from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 
     video = torch.rand(2, 4, 3, 32, 32)

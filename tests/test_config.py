@@ -154,7 +154,9 @@ def test_command_line_overrides_before_or_after_options_reach_the_stage(tmp_path
     import genie.training.trainer
 
     seen = []
-    monkeypatch.setattr(genie.training.trainer, "train_stage", lambda task, cfg, **kw: seen.append(cfg) or Path(cfg.run_dir))
+    monkeypatch.setattr(
+        genie.training.trainer, "train_stage", lambda task, cfg, **kw: seen.append(cfg) or Path(cfg.run_dir)
+    )
     data, run = str(tmp_path / "videos"), str(tmp_path / "run")
     assert (
         main(
@@ -181,7 +183,15 @@ def test_command_line_overrides_before_or_after_options_reach_the_stage(tmp_path
 
 
 def test_an_override_without_equals_after_options_is_a_one_line_error(tmp_path, capsys):
-    args = ["train", "tokenizer", "--config", str(TOKENIZER_YAML), "--run-dir", str(tmp_path / "run"), "train.max_steps"]
+    args = [
+        "train",
+        "tokenizer",
+        "--config",
+        str(TOKENIZER_YAML),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "train.max_steps",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("genie: error: unrecognized arguments: train.max_steps")

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from genie.config import DataConfig
 from genie.data import clips as data_mod
 from genie.data import sprites
-from genie.config import DataConfig
 from genie.data.clips import (
-    DataError,
     INDEX_FILE,
+    DataError,
     VideoClips,
     discover_videos,
     index_videos,

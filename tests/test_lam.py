@@ -15,11 +15,11 @@ import torch
 from genie.cli import main
 from genie.config import ConfigError, load_config
 from genie.data.clips import discover_videos
+from genie.data.video import read_video, write_video
 from genie.inference import infer_actions, to_model_input
+from genie.models.checkpoint import RunError
 from genie.models.lam import LAMConfig, LatentActionModel, load_lam
 from genie.training.lam_stage import LAMRunConfig
-from genie.models.checkpoint import RunError
-from genie.data.video import read_video, write_video
 
 # The pipeline run's LAM (tests/conftest.py: configs/sprites/lam.yaml at 400 steps on 64 sprite episodes, 6 held
 # out, 32 validation clips) measured action_nmi 0.574, action_probe_acc 0.93, 4 of 8 codes, lam_delta_psnr 3.0 dB.

@@ -66,7 +66,11 @@ def genie_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "genie":
             # `from genie.data import clips` imports genie.data.clips; `from genie.data.clips import X` genie.data.clips
             found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names if (GENIE.parent / node.module.replace(".", "/") / f"{alias.name}.py").exists()}
+            found |= {
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if (GENIE.parent / node.module.replace(".", "/") / f"{alias.name}.py").exists()
+            }
     return found
 
 

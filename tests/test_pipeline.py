@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from genie.cli import main
-from genie.models.pixels import float_to_video
 from genie.data.video import read_video
+from genie.models.pixels import float_to_video
 from genie.models.world import WorldModel
 
 ROOT = Path(__file__).resolve().parents[1]

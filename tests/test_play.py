@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from genie.data.actions import ActionMap
 from genie.config import ConfigError
-from genie.models.pixels import float_to_video
+from genie.data.actions import ActionMap
+from genie.data.video import read_frames, read_video, write_image
 from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.models.lam import LAMConfig, LatentActionModel
-from genie.play import make_server, play_command
+from genie.models.pixels import float_to_video
 from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
-from genie.data.video import read_frames, read_video, write_image
 from genie.models.world import WorldModel
+from genie.play import make_server, play_command
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -18,11 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from genie.data import video as video_mod
 from genie.cli import main
+from genie.data import video as video_mod
 from genie.data.clips import VideoClips, discover_videos, usable_videos
-from genie.inference import WindowedActions, infer_actions, to_model_input, video_actions
-from genie.models.lam import LAMConfig, LatentActionModel
 from genie.data.video import (
     VideoError,
     iter_video,
@@ -32,6 +30,8 @@ from genie.data.video import (
     write_gif,
     write_image,
 )
+from genie.inference import WindowedActions, infer_actions, to_model_input, video_actions
+from genie.models.lam import LAMConfig, LatentActionModel
 
 
 def frames_with_marker(count: int = 12, height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:

@@ -14,13 +14,13 @@ import torch
 from genie.cli import main
 from genie.config import ConfigError, DataConfig, load_config
 from genie.data.datamodule import VideoDataModule
-from genie.models.dynamics import DynamicsConfig, DynamicsModel
+from genie.data.video import read_frames, read_video, write_video
 from genie.inference import infer_actions
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.pixels import fit_frames
 from genie.models.sampling import rollout_video
 from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
-from genie.data.video import read_frames, read_video, write_video
-from genie.models.pixels import fit_frames
 from genie.models.world import WorldModel
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -10,11 +10,11 @@ import torch
 
 from genie.config import ConfigError, DataConfig, TrainConfig, load_config
 from genie.data.datamodule import VideoDataModule
-from genie.models.pixels import video_to_float
 from genie.metrics import psnr
-from genie.training.tokenizer_stage import TokenizerModule, TokenizerRunConfig
-from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer, load_tokenizer
 from genie.models.checkpoint import RunError, load_checkpoint
+from genie.models.pixels import video_to_float
+from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer, load_tokenizer
+from genie.training.tokenizer_stage import TokenizerModule, TokenizerRunConfig
 from genie.training.trainer import train_stage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -146,7 +146,9 @@ def test_wrong_frame_size_is_a_clear_error():
 
 
 def test_run_config_takes_resolution_and_clip_length_from_the_data():
-    cfg = TokenizerRunConfig(data=DataConfig(resolution=32, seq_len=12), model=TokenizerConfig(resolution=64, max_frames=8))
+    cfg = TokenizerRunConfig(
+        data=DataConfig(resolution=32, seq_len=12), model=TokenizerConfig(resolution=64, max_frames=8)
+    )
     assert cfg.model.resolution == 32 and cfg.model.max_frames == 12
     with pytest.raises(ConfigError, match="divisible by model.patch 4"):
         TokenizerRunConfig(data=DataConfig(resolution=30))

@@ -12,10 +12,10 @@ from einops import rearrange
 
 from genie.config import DataConfig
 from genie.data.clips import VideoClips, usable_videos
-from genie.models.pixels import video_to_float
-from genie.models.lam import LAMConfig, LatentActionModel
-from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 from genie.data.token_cache import META_FILE, TokenClips, TokenDataModule, ensure_token_cache
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.pixels import video_to_float
+from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 
 
 def frozen_models(seed: int = 0):

@@ -30,18 +30,23 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from genie.data.clips import load_actions, usable_videos
+from genie.data.video import read_video
 from genie.metrics import fit_probe_accuracy, normalized_mutual_info
 from genie.models.resolution import DEFAULT_FIT
 from genie.models.world import ActionError
-from genie.data.clips import load_actions, usable_videos
-from genie.data.video import read_video
 
 log = logging.getLogger(__name__)
 
 # browser KeyboardEvent.key -> the action names it stands for, in order of preference (case-insensitive);
 # procgen names its actions LEFT, RIGHT, UP (jump in the platformers), ALE LEFT, RIGHT, UP, FIRE
-KEY_ACTIONS = {"ArrowLeft": ("left",), "ArrowRight": ("right",), "ArrowUp": ("up", "jump"), "ArrowDown": ("down",),
-               " ": ("jump", "up", "fire")}
+KEY_ACTIONS = {
+    "ArrowLeft": ("left",),
+    "ArrowRight": ("right",),
+    "ArrowUp": ("up", "jump"),
+    "ArrowDown": ("down",),
+    " ": ("jump", "up", "fire"),
+}
 NAME_ALIASES = {"jump": ("up",)}  # a name a game may lack -> the names that stand for it there
 
 
@@ -96,11 +101,16 @@ class InverseDynamics(nn.Module):
     def __init__(self, num_actions: int, width: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(6, width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.AdaptiveMaxPool2d(4), nn.Flatten(),
-            nn.Linear(2 * width * 16, 128), nn.GELU(),
+            nn.Conv2d(6, width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.AdaptiveMaxPool2d(4),
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, 128),
+            nn.GELU(),
             nn.Linear(128, num_actions),
         )
 
@@ -117,8 +127,19 @@ def _classes(labels: np.ndarray, train: np.ndarray, held_out: np.ndarray) -> tup
     return classes, np.searchsorted(classes, labels).clip(0, len(classes) - 1)
 
 
-def idm_ceiling_acc(before, after, labels, train=None, groups=None, train_fraction: float = 0.5, seed: int = 0,
-                    steps: int = 400, batch_size: int = 64, lr: float = 3e-3, device: str | torch.device = "cpu") -> float:
+def idm_ceiling_acc(
+    before,
+    after,
+    labels,
+    train=None,
+    groups=None,
+    train_fraction: float = 0.5,
+    seed: int = 0,
+    steps: int = 400,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    device: str | torch.device = "cpu",
+) -> float:
     """Held-out accuracy of an inverse-dynamics model trained on the other transitions.
 
     before, after: the frames of each transition, uint8 (N, H, W, 3) or float (N, 3, H, W) in [0, 1] (numpy
@@ -137,8 +158,9 @@ def idm_ceiling_acc(before, after, labels, train=None, groups=None, train_fracti
     known = labels >= 0
     if train is None:
         train = np.zeros(n, dtype=bool)
-        train[known] = held_out_split(int(known.sum()), train_fraction, seed,
-                                      None if groups is None else np.asarray(groups).reshape(-1)[known])
+        train[known] = held_out_split(
+            int(known.sum()), train_fraction, seed, None if groups is None else np.asarray(groups).reshape(-1)[known]
+        )
     train = np.asarray(train, dtype=bool) & known
     held_out = known & ~train
     found = _classes(labels, train, held_out)
@@ -192,7 +214,9 @@ class ActionMap:
     frame_stride: int = 1
 
     @classmethod
-    def fit(cls, codes, labels, num_codes: int, names: list[str], episodes: int = 0, frame_stride: int = 1) -> "ActionMap":
+    def fit(
+        cls, codes, labels, num_codes: int, names: list[str], episodes: int = 0, frame_stride: int = 1
+    ) -> ActionMap:
         """From latent codes (N,) and true actions (N,) (-1 = unknown, left out) of the same transitions."""
         codes, labels = np.asarray(codes, dtype=np.int64).reshape(-1), np.asarray(labels, dtype=np.int64).reshape(-1)
         known = labels >= 0
@@ -268,19 +292,30 @@ class ActionMap:
 
     def to_meta(self) -> dict:
         """Plain data for the bundle: {"action_names": [...], "action_map": {...}}."""
-        return {"action_names": list(self.names),
-                "action_map": {"counts": self.counts.tolist(), "episodes": self.episodes, "labels": self.labels,
-                               "frame_stride": self.frame_stride, "code_to_action": self.code_to_action(),
-                               "action_to_code": self.action_to_code()}}
+        return {
+            "action_names": list(self.names),
+            "action_map": {
+                "counts": self.counts.tolist(),
+                "episodes": self.episodes,
+                "labels": self.labels,
+                "frame_stride": self.frame_stride,
+                "code_to_action": self.code_to_action(),
+                "action_to_code": self.action_to_code(),
+            },
+        }
 
     @classmethod
-    def from_meta(cls, meta: dict | None) -> "ActionMap | None":
+    def from_meta(cls, meta: dict | None) -> ActionMap | None:
         """The map stored in a bundle's meta, or None when it has none."""
         if not meta or "action_map" not in meta or "action_names" not in meta:
             return None
         stored = meta["action_map"]
-        return cls(list(meta["action_names"]), np.asarray(stored["counts"], dtype=np.int64).reshape(-1, len(meta["action_names"])),
-                   int(stored.get("episodes", 0)), int(stored.get("frame_stride", 1)))
+        return cls(
+            list(meta["action_names"]),
+            np.asarray(stored["counts"], dtype=np.int64).reshape(-1, len(meta["action_names"])),
+            int(stored.get("episodes", 0)),
+            int(stored.get("frame_stride", 1)),
+        )
 
 
 # ------------------------------------------------------------------------------ labelled transitions
@@ -307,8 +342,11 @@ def strided_labels(truth: np.ndarray, num_frames: int, frame_stride: int) -> np.
 
 
 @torch.no_grad()
-def encode_episode(lam, frames: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames (T, H, W, 3) at the LAM's resolution -> latent codes int64 (T-1,) and latents float32 (T-1, code_dim).
+def encode_episode(
+    lam, frames: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames (T, H, W, 3) at the LAM's resolution -> latent codes int64 (T-1,) and latents float32
+    (T-1, code_dim).
 
     Windows of the LAM's max_frames that share their boundary frames cover each transition once, each seen
     with as much of its window before it as in a training clip's.
@@ -317,7 +355,7 @@ def encode_episode(lam, frames: np.ndarray, device: str | torch.device = "cpu", 
     video = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> t c h w").float().div(255)
     starts = list(range(0, len(frames) - 1, window - 1))
     full = [s for s in starts if s + window <= len(frames)]
-    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [[s] for s in starts[len(full):]]
+    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [[s] for s in starts[len(full) :]]
     codes, latents = [], []
     for batch in batches:  # windows of one length each
         clips = torch.stack([video[s : s + window] for s in batch]).to(device)  # (N, W, 3, H, W)
@@ -327,15 +365,22 @@ def encode_episode(lam, frames: np.ndarray, device: str | torch.device = "cpu", 
     return torch.cat(codes).numpy(), torch.cat(latents).numpy()
 
 
-def read_labelled(lam, videos: list, resolution, frame_stride: int = 1, max_transitions: int | None = None,
-                  seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
-                  fit: str = DEFAULT_FIT) -> LabelledTransitions | None:
+def read_labelled(
+    lam,
+    videos: list,
+    resolution,
+    frame_stride: int = 1,
+    max_transitions: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    fit: str = DEFAULT_FIT,
+) -> LabelledTransitions | None:
     """The labelled transitions of `videos` (genie.data.VideoInfo each; those without a sidecar are skipped),
     frames at `resolution` (int or (H, W), fitted by genie.models.pixels.fit_frames with `fit`), every `frame_stride`-th
     frame; at most `max_transitions`, a seeded random choice
     spread over all of them. None when no transition is labelled."""
     from tqdm import tqdm
-
 
     plan = []  # (video index, labels of its transitions)
     for i, video in enumerate(videos):
@@ -389,14 +434,21 @@ def action_meta(lam, videos: list, data_cfg, min_labels: int = 200, max_episodes
         if labelled >= min_labels or len(chosen) >= max_episodes:
             break
     device = next(lam.parameters()).device
-    found = read_labelled(lam, chosen, lam.cfg.resolution, data_cfg.frame_stride, device=device,
-                          fit=data_cfg.fit) if chosen else None
+    found = (
+        read_labelled(lam, chosen, lam.cfg.resolution, data_cfg.frame_stride, device=device, fit=data_cfg.fit)
+        if chosen
+        else None
+    )
     if found is None:
         return {}
     names = dataset_action_names(data_cfg.dir) or [f"action{a}" for a in range(int(found.labels.max()) + 1)]
     mapping = ActionMap.fit(found.codes, found.labels, lam.cfg.num_actions, names, len(chosen), data_cfg.frame_stride)
-    log.info("action map from %d labelled transitions of %d episodes: %s", mapping.labels, len(chosen),
-             ", ".join(f"{c}={n or '?'}" for c, n in enumerate(mapping.code_names())))
+    log.info(
+        "action map from %d labelled transitions of %d episodes: %s",
+        mapping.labels,
+        len(chosen),
+        ", ".join(f"{c}={n or '?'}" for c, n in enumerate(mapping.code_names())),
+    )
     return mapping.to_meta()
 
 
@@ -412,12 +464,22 @@ def _probe_acc(features: np.ndarray, labels: np.ndarray, train: np.ndarray, step
         return float("nan")
     classes, y = found
     tr = torch.from_numpy(train)
-    return fit_probe_accuracy(torch.from_numpy(np.asarray(features, dtype=np.float32)), torch.from_numpy(y), tr, ~tr,
-                              len(classes), steps)
+    return fit_probe_accuracy(
+        torch.from_numpy(np.asarray(features, dtype=np.float32)), torch.from_numpy(y), tr, ~tr, len(classes), steps
+    )
 
 
-def action_scores(world, data, frame_stride: int | None = None, max_transitions: int = 4096, split_by: str = "episode",
-                  train_fraction: float = 0.5, seed: int = 0, idm_steps: int = 400, progress: bool = False) -> dict:
+def action_scores(
+    world,
+    data,
+    frame_stride: int | None = None,
+    max_transitions: int = 4096,
+    split_by: str = "episode",
+    train_fraction: float = 0.5,
+    seed: int = 0,
+    idm_steps: int = 400,
+    progress: bool = False,
+) -> dict:
     """How well a bundle's latent actions name the true ones, beside how well anything could, on one split.
 
     world: a genie.models.world.WorldModel. data: a folder of videos with `*.actions.npy` sidecars, or a list of
@@ -441,9 +503,22 @@ def action_scores(world, data, frame_stride: int | None = None, max_transitions:
     stored = ActionMap.from_meta(getattr(world, "meta", None))
     if frame_stride is None:
         frame_stride = stored.frame_stride if stored is not None else 1
-    videos = usable_videos(data, min_frames=frame_stride + 1, progress=progress) if isinstance(data, (str, Path)) else list(data)
-    found = read_labelled(world.lam, videos, world.resolution, frame_stride, max_transitions, seed, world.device,
-                          progress, fit=getattr(world, "fit", DEFAULT_FIT))
+    videos = (
+        usable_videos(data, min_frames=frame_stride + 1, progress=progress)
+        if isinstance(data, (str, Path))
+        else list(data)
+    )
+    found = read_labelled(
+        world.lam,
+        videos,
+        world.resolution,
+        frame_stride,
+        max_transitions,
+        seed,
+        world.device,
+        progress,
+        fit=getattr(world, "fit", DEFAULT_FIT),
+    )
     if found is None:
         return {}
     groups = found.episodes if split_by == "episode" else None
@@ -453,18 +528,26 @@ def action_scores(world, data, frame_stride: int | None = None, max_transitions:
     train = held_out_split(len(found.labels), train_fraction, seed, groups)
     held_out = ~train
     scores = {
-        "idm_ceiling_acc": idm_ceiling_acc(found.before, found.after, found.labels, train=train, seed=seed,
-                                           steps=idm_steps, device=world.device),
+        "idm_ceiling_acc": idm_ceiling_acc(
+            found.before, found.after, found.labels, train=train, seed=seed, steps=idm_steps, device=world.device
+        ),
         "action_probe_acc": _probe_acc(found.features, found.labels, train),
         "action_nmi": normalized_mutual_info(found.codes[held_out], found.labels[held_out]),
     }
-    learned = ActionMap.fit(found.codes[train], found.labels[train], world.num_actions,
-                            [str(a) for a in range(int(found.labels.max()) + 1)])
+    learned = ActionMap.fit(
+        found.codes[train], found.labels[train], world.num_actions, [str(a) for a in range(int(found.labels.max()) + 1)]
+    )
     scores["action_map_acc"] = learned.accuracy(found.codes[held_out], found.labels[held_out])
     if stored is not None and stored.num_codes == world.num_actions:
         scores["action_bundle_map_acc"] = stored.accuracy(found.codes[held_out], found.labels[held_out])
     counts = np.bincount(found.labels[held_out])
-    scores.update({"action_majority_acc": float(counts.max() / counts.sum()),
-                   "action_transitions": int(len(found.labels)), "action_train_transitions": int(train.sum()),
-                   "action_episodes": int(len(np.unique(found.episodes))), "action_split": split_by})
+    scores.update(
+        {
+            "action_majority_acc": float(counts.max() / counts.sum()),
+            "action_transitions": int(len(found.labels)),
+            "action_train_transitions": int(train.sum()),
+            "action_episodes": int(len(np.unique(found.episodes))),
+            "action_split": split_by,
+        }
+    )
     return scores

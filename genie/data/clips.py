@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from genie.models.resolution import DEFAULT_FIT, Resolution, check_fit
 from genie.data.video import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -28,6 +27,7 @@ from genie.data.video import (
     probe_video,
 )
 from genie.models.pixels import fit_frames
+from genie.models.resolution import DEFAULT_FIT, Resolution, check_fit
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,11 @@ def _stat_key(path: Path) -> dict:
     """What tells a changed video: size and modification time (for an image folder, of its images)."""
     if path.is_dir():
         stats = [f.stat() for f in numbered_images(path) or []]
-        return {"size": sum(s.st_size for s in stats), "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
-                "count": len(stats)}
+        return {
+            "size": sum(s.st_size for s in stats),
+            "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+            "count": len(stats),
+        }
     stat = path.stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
@@ -155,12 +158,21 @@ def usable_videos(root: str | Path, min_frames: int, min_size: int = 1, progress
             continue
         if entry.get("damaged"):
             claimed = f" of {entry['declared_frames']}" if entry.get("declared_frames") else ""
-            log.warning("shortened %s: damaged after frame %d: using its %d%s frames that decode",
-                        path, entry["num_frames"], entry["num_frames"], claimed)
+            log.warning(
+                "shortened %s: damaged after frame %d: using its %d%s frames that decode",
+                path,
+                entry["num_frames"],
+                entry["num_frames"],
+                claimed,
+            )
             shortened += 1
-        usable.append(VideoInfo(path, entry["num_frames"], entry["height"], entry["width"], entry.get("reader", "decord")))
+        usable.append(
+            VideoInfo(path, entry["num_frames"], entry["height"], entry["width"], entry.get("reader", "decord"))
+        )
     if skipped or shortened:
-        log.warning("%s: skipped %d of %d videos, shortened %d (see warnings above)", root, skipped, len(index), shortened)
+        log.warning(
+            "%s: skipped %d of %d videos, shortened %d (see warnings above)", root, skipped, len(index), shortened
+        )
     if not usable:
         raise DataError(
             f"data folder {root}: none of its {len(index)} videos is usable (all corrupt, too short for "
@@ -265,7 +277,9 @@ class VideoClips(Dataset):
         try:
             frames = self.decode(video_idx, frames_idx)
         except Exception as e:
-            raise RuntimeError(f"{self.videos[video_idx].path}: failed to decode frames {frames_idx[0]}..{frames_idx[-1]} ({e})") from None
+            raise RuntimeError(
+                f"{self.videos[video_idx].path}: failed to decode frames {frames_idx[0]}..{frames_idx[-1]} ({e})"
+            ) from None
         actions = np.full(self.seq_len - 1, -1, dtype=np.int64)
         truth = self._actions[video_idx]
         if truth is not None:

@@ -22,7 +22,8 @@ class VideoDataModule(L.LightningDataModule):
     """Train/val clips of a video folder, split by file, as DESIGN.md's Data section describes."""
 
     def __init__(self, cfg: DataConfig, run_dir: str | Path | None = None):
-        """With `run_dir` and `cfg.frame_cache`, training clips are read from `<run_dir>/frame_cache/` (genie/data/frame_cache.py)."""
+        """With `run_dir` and `cfg.frame_cache`, training clips are read from `<run_dir>/frame_cache/`
+        (genie/data/frame_cache.py)."""
         super().__init__()
         self.cfg = cfg
         self.frame_cache_dir = Path(run_dir) / "frame_cache" if run_dir is not None and cfg.frame_cache else None
@@ -38,13 +39,20 @@ class VideoDataModule(L.LightningDataModule):
         videos = usable_videos(root, min_frames=span, min_size=min(*frame_size(cfg.resolution), 8))
         train, val = split_by_file(videos, root, cfg.val_fraction, cfg.seed)
         self.train_set = VideoClips(train, cfg.seq_len, cfg.resolution, cfg.frame_stride, cfg.clip_step, fit=cfg.fit)
-        self.val_set = VideoClips(val, cfg.seq_len, cfg.resolution, cfg.frame_stride, None, cfg.max_val_clips,
-                                  fit=cfg.fit)
+        self.val_set = VideoClips(
+            val, cfg.seq_len, cfg.resolution, cfg.frame_stride, None, cfg.max_val_clips, fit=cfg.fit
+        )
         if self.frame_cache_dir is not None:
             ensure_frame_cache(self.train_set, self.frame_cache_dir, num_workers=max(1, cfg.num_workers))
             self.train_set = CachedClips(self.train_set, self.frame_cache_dir)
-        log.info("%s: %d train clips from %d videos, %d val clips from %d videos",
-                 root, len(self.train_set), len(train), len(self.val_set), len(val))
+        log.info(
+            "%s: %d train clips from %d videos, %d val clips from %d videos",
+            root,
+            len(self.train_set),
+            len(train),
+            len(self.val_set),
+            len(val),
+        )
 
     def _loader(self, dataset: VideoClips, sampler: Sampler | None = None) -> DataLoader:
         workers = self.cfg.num_workers

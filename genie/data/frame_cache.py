@@ -2,8 +2,8 @@
 
 Both stages train on pixels, and decord delivers about 490 random 64x64 CoinRun frames a second per
 worker on the development CPU (each clip seeks from a keyframe; scripts/data_budget.py): on an H100
-the LAM stage would consume frames several times faster than eight decode workers deliver them. With the cache, every training video is decoded once, at the training
-resolution, into `<run_dir>/frame_cache/`:
+the LAM stage would consume frames several times faster than eight decode workers deliver them. With the
+cache, every training video is decoded once, at the training resolution, into `<run_dir>/frame_cache/`:
 
     frames.npy   (F, H, W, 3) uint8: every frame of every training video, video after video
     offsets.npy  (V + 1,) int64: video v holds frames offsets[v] .. offsets[v+1]-1
@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from genie.data.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
 from genie.data.clips import DataError, VideoClips
-from genie.models.resolution import frame_size, json_resolution
 from genie.models.pixels import fit_frames
+from genie.models.resolution import frame_size, json_resolution
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,12 @@ CHUNK_BYTES = 64 * 2**20  # decoded frames per work item while building (at the 
 
 
 def cache_key(clips: VideoClips) -> dict:
-    return {"version": CACHE_VERSION, "resolution": json_resolution(clips.resolution), "fit": clips.fit,
-            "videos": videos_digest(clips.videos)}
+    return {
+        "version": CACHE_VERSION,
+        "resolution": json_resolution(clips.resolution),
+        "fit": clips.fit,
+        "videos": videos_digest(clips.videos),
+    }
 
 
 class _Chunks(Dataset):
@@ -68,8 +72,10 @@ class _Chunks(Dataset):
             frames, error = None, e
         if frames is None or len(frames) != count:
             why = error if frames is None else f"{len(frames)} frames came back"
-            raise DataError(f"{path}: failed to decode frames {start}..{start + count - 1} for the frame cache ({why}); "
-                            f"remove the file or set data.frame_cache=false")
+            raise DataError(
+                f"{path}: failed to decode frames {start}..{start + count - 1} for the frame cache ({why}); "
+                f"remove the file or set data.frame_cache=false"
+            )
         frames = fit_frames(frames, self.clips.resolution, self.clips.fit)
         return v, start, torch.from_numpy(np.ascontiguousarray(frames))
 
@@ -87,8 +93,10 @@ def build_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache_dir.parent).free
     if need > 0.9 * free:
-        raise DataError(f"the frame cache needs {need / 2**30:.1f} GiB in {cache_dir.parent}, {free / 2**30:.1f} GiB are free: "
-                        f"free some space or set data.frame_cache=false (decode video every step)")
+        raise DataError(
+            f"the frame cache needs {need / 2**30:.1f} GiB in {cache_dir.parent}, {free / 2**30:.1f} GiB are free: "
+            f"free some space or set data.frame_cache=false (decode video every step)"
+        )
     tmp = tmp_dir(cache_dir)
     shape = (int(offsets[-1]), height, width, 3)
     out = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=shape)
@@ -98,8 +106,10 @@ def build_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int
     except OSError as e:
         del out
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"cannot reserve {need / 2**30:.1f} GiB for the frame cache in {cache_dir.parent} ({e.strerror or e}): "
-                        f"free some space or set data.frame_cache=false") from None
+        raise DataError(
+            f"cannot reserve {need / 2**30:.1f} GiB for the frame cache in {cache_dir.parent} ({e.strerror or e}): "
+            f"free some space or set data.frame_cache=false"
+        ) from None
     np.save(tmp / "offsets.npy", offsets)
     loader = DataLoader(_Chunks(clips), batch_size=None, shuffle=False, num_workers=num_workers)
     start_time = time.perf_counter()
@@ -110,17 +120,33 @@ def build_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int
     out.flush()
     del out
     seconds = time.perf_counter() - start_time
-    meta = {**key, "num_videos": len(counts), "num_frames": int(offsets[-1]), "bytes": need,
-            "build_seconds": round(seconds, 2)}
+    meta = {
+        **key,
+        "num_videos": len(counts),
+        "num_frames": int(offsets[-1]),
+        "bytes": need,
+        "build_seconds": round(seconds, 2),
+    }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     publish(tmp, cache_dir, key)
-    log.warning("frame cache: %d frames of %d videos decoded in %.1f s -> %s (%.1f MiB)",
-                offsets[-1], len(counts), seconds, cache_dir, need / 2**20)
+    log.warning(
+        "frame cache: %d frames of %d videos decoded in %.1f s -> %s (%.1f MiB)",
+        offsets[-1],
+        len(counts),
+        seconds,
+        cache_dir,
+        need / 2**20,
+    )
     return cache_dir
 
 
-def ensure_frame_cache(clips: VideoClips, cache_dir: str | Path, num_workers: int = 2, progress: bool = True,
-                       wait_seconds: float = 4 * 3600) -> Path:
+def ensure_frame_cache(
+    clips: VideoClips,
+    cache_dir: str | Path,
+    num_workers: int = 2,
+    progress: bool = True,
+    wait_seconds: float = 4 * 3600,
+) -> Path:
     """The cache for these videos: reused when its key matches, else built (by local rank 0 only)."""
     cache_dir = Path(cache_dir)
     key = cache_key(clips)
@@ -139,8 +165,10 @@ class CachedClips(VideoClips):
         self.cache_dir = Path(cache_dir)
         self.offsets = np.load(self.cache_dir / "offsets.npy")
         if len(self.offsets) != len(self.videos) + 1:
-            raise RuntimeError(f"{self.cache_dir}: cached {len(self.offsets) - 1} videos for {len(self.videos)}; "
-                               f"delete the folder to rebuild it")
+            raise RuntimeError(
+                f"{self.cache_dir}: cached {len(self.offsets) - 1} videos for {len(self.videos)}; "
+                f"delete the folder to rebuild it"
+            )
         self._frames, self._frames_pid = None, None
 
     def __getstate__(self) -> dict:

@@ -104,7 +104,9 @@ def _check_common(episodes: int, max_frames: int) -> None:
     if episodes < 0:
         raise GameplayError(f"episodes must be >= 0, got {episodes}")
     if max_frames < MIN_EPISODE_FRAMES:
-        raise GameplayError(f"max_frames must be >= {MIN_EPISODE_FRAMES} (shorter episodes are skipped), got {max_frames}")
+        raise GameplayError(
+            f"max_frames must be >= {MIN_EPISODE_FRAMES} (shorter episodes are skipped), got {max_frames}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- Procgen
@@ -175,12 +177,19 @@ def generate_procgen(
     if name not in PROCGEN_DISTINCT_ACTIONS:
         raise GameplayError(f"unknown Procgen game {env!r}; choose one of {', '.join(PROCGEN_DISTINCT_ACTIONS)}")
     if distribution_mode not in PROCGEN_MODE_GAMES:
-        raise GameplayError(f"unknown distribution_mode {distribution_mode!r}; choose one of {', '.join(PROCGEN_MODE_GAMES)}")
+        raise GameplayError(
+            f"unknown distribution_mode {distribution_mode!r}; choose one of {', '.join(PROCGEN_MODE_GAMES)}"
+        )
     if name not in PROCGEN_MODE_GAMES[distribution_mode]:
-        raise GameplayError(f"Procgen has no {distribution_mode!r} mode for {name}; it has one for {', '.join(PROCGEN_MODE_GAMES[distribution_mode])}")
+        raise GameplayError(
+            f"Procgen has no {distribution_mode!r} mode for {name}; "
+            f"it has one for {', '.join(PROCGEN_MODE_GAMES[distribution_mode])}"
+        )
     _check_common(episodes, max_frames)
     actions, weights = procgen_policy_weights(name)
-    policy = StickyRandomPolicy(actions, weights, min_repeat, max_repeat, np.random.default_rng(seed), num=PROCGEN_NUM_ENVS)
+    policy = StickyRandomPolicy(
+        actions, weights, min_repeat, max_repeat, np.random.default_rng(seed), num=PROCGEN_NUM_ENVS
+    )
     game = ProcgenGym3Env(num=PROCGEN_NUM_ENVS, env_name=name, distribution_mode=distribution_mode, rand_seed=seed)
     meta = {
         "generator": "procgen",
@@ -190,8 +199,12 @@ def generate_procgen(
         "max_frames": max_frames,
         "min_episode_frames": MIN_EPISODE_FRAMES,
         "action_names": ["+".join(combo) or "NOOP" for combo in game.combos],
-        "policy": {"actions": list(actions), "weights": [round(float(w), 4) for w in weights],
-                   "min_repeat": min_repeat, "max_repeat": max_repeat},
+        "policy": {
+            "actions": list(actions),
+            "weights": [round(float(w), 4) for w in weights],
+            "min_repeat": min_repeat,
+            "max_repeat": max_repeat,
+        },
     }
     recorded = _procgen_episodes(game, policy, max_frames)
     with EpisodeWriter(out, meta=meta, fps=PROCGEN_FPS, overwrite=overwrite) as writer:
@@ -216,7 +229,9 @@ def _import_gymnasium_ale():
 def atari_games() -> list[str]:
     """The Atari games ale-py provides (names as in `ALE/{name}-v5`)."""
     gym = _import_gymnasium_ale()
-    return sorted(key[len("ALE/") : -len("-v5")] for key in gym.registry if key.startswith("ALE/") and key.endswith("-v5"))
+    return sorted(
+        key[len("ALE/") : -len("-v5")] for key in gym.registry if key.startswith("ALE/") and key.endswith("-v5")
+    )
 
 
 def _resize(frame: np.ndarray, resolution: int) -> np.ndarray:
@@ -226,11 +241,14 @@ def _resize(frame: np.ndarray, resolution: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((resolution, resolution), Image.Resampling.BILINEAR))
 
 
-def _atari_episodes(game, policy: StickyRandomPolicy, seed: int, max_frames: int, resolution: int,
-                    fire: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _atari_episodes(
+    game, policy: StickyRandomPolicy, seed: int, max_frames: int, resolution: int, fire: int | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Episodes as (frames (T, res, res, 3), actions (T-1,)), forever; the first action is FIRE where the
     game has one (it launches the ball or starts the round). The terminal frame is included."""
-    reset_seed: int | None = seed  # only the first reset seeds (later ones continue its generator): seeding reloads the ROM
+    reset_seed: int | None = (
+        seed  # only the first reset seeds (later ones continue its generator): seeding reloads the ROM
+    )
     while True:
         obs, _ = game.reset(seed=reset_seed)
         reset_seed = None
@@ -285,12 +303,19 @@ def generate_atari(
         "max_frames": max_frames,
         "min_episode_frames": MIN_EPISODE_FRAMES,
         "action_names": action_names,
-        "policy": {"actions": list(range(num_actions)), "weights": [round(1 / num_actions, 4)] * num_actions,
-                   "min_repeat": ATARI_REPEAT[0], "max_repeat": ATARI_REPEAT[1], "first_action": "FIRE" if fire is not None else None},
+        "policy": {
+            "actions": list(range(num_actions)),
+            "weights": [round(1 / num_actions, 4)] * num_actions,
+            "min_repeat": ATARI_REPEAT[0],
+            "max_repeat": ATARI_REPEAT[1],
+            "first_action": "FIRE" if fire is not None else None,
+        },
     }
     recorded = _atari_episodes(game, policy, seed, max_frames, resolution, fire)
     try:
-        with EpisodeWriter(out, meta=meta, fps=max(1, round(ATARI_FPS_BASE / frame_skip)), overwrite=overwrite) as writer:
+        with EpisodeWriter(
+            out, meta=meta, fps=max(1, round(ATARI_FPS_BASE / frame_skip)), overwrite=overwrite
+        ) as writer:
             for _ in writer.progress(range(episodes), f"atari {name}", progress):
                 writer.add(*next(recorded))
     finally:

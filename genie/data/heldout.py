@@ -40,19 +40,26 @@ def training_record(data_cfg, progress: bool = False) -> dict:
 
     Keys: data_dir, val_fraction, seed, train_files (paths relative to data_dir), train_fingerprints.
     """
-    from genie.data.datamodule import VideoDataModule  # lazy: Lightning, which only training needs; eval imports this module
+    from genie.data.datamodule import (
+        VideoDataModule,
+    )  # lazy: Lightning, which only training needs; eval imports this module
 
     root = Path(data_cfg.dir)
     datamodule = VideoDataModule(data_cfg)
     datamodule.setup()
     train = getattr(datamodule.train_set, "videos", None) or datamodule.train_set.clips.videos  # CachedClips wraps
-    return {"data_dir": str(root), "val_fraction": data_cfg.val_fraction, "seed": data_cfg.seed,
-            "train_files": [v.path.relative_to(root).as_posix() for v in train],
-            "train_fingerprints": [fingerprint(v.path) for v in train]}
+    return {
+        "data_dir": str(root),
+        "val_fraction": data_cfg.val_fraction,
+        "seed": data_cfg.seed,
+        "train_files": [v.path.relative_to(root).as_posix() for v in train],
+        "train_fingerprints": [fingerprint(v.path) for v in train],
+    }
 
 
-def select_videos(data_dir: str | Path, split: str, min_frames: int, record: dict | None,
-                  progress: bool = True) -> tuple[list, int]:
+def select_videos(
+    data_dir: str | Path, split: str, min_frames: int, record: dict | None, progress: bool = True
+) -> tuple[list, int]:
     """The usable videos of `data_dir` in `split` ("val" | "train" | "all"), and how many of them are training files.
 
     With a record, "train" is the files whose fingerprints it lists and "val" every other file (all of a folder

@@ -1,4 +1,5 @@
-"""Writing generated episodes as a dataset folder: `episode_00000.mp4` + `episode_00000.actions.npy` + `dataset.json`."""
+"""Writing generated episodes as a dataset folder: `episode_00000.mp4` + `episode_00000.actions.npy` +
+`dataset.json`."""
 
 from __future__ import annotations
 
@@ -27,12 +28,16 @@ class EpisodeWriter:
         existing = [p for p in self.out.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS] if self.out.is_dir() else []
         if existing and not overwrite:
             raise DatasetExistsError(
-                f"{self.out} already holds {len(existing)} videos; choose another --out or pass --overwrite to replace them"
+                f"{self.out} already holds {len(existing)} videos; "
+                "choose another --out or pass --overwrite to replace them"
             )
         if existing:
             for path in existing:
                 path.unlink()
-            for path in list(self.out.rglob("*.actions.npy")) + [self.out / "dataset.json", self.out / ".genie_index.json"]:
+            for path in list(self.out.rglob("*.actions.npy")) + [
+                self.out / "dataset.json",
+                self.out / ".genie_index.json",
+            ]:
                 if path.is_file():
                     path.unlink()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -55,9 +60,14 @@ class EpisodeWriter:
 
         return tqdm(iterable, desc=f"recording {name}", unit="episode", disable=not enabled)
 
-    def __enter__(self) -> "EpisodeWriter":
+    def __enter__(self) -> EpisodeWriter:
         return self
 
     def __exit__(self, *exc) -> None:
-        info = {**self.meta, "episodes": len(self.paths), "fps": self.fps, "video_quality": "H.264 RGB lossless (libx264rgb, crf 0)"}
+        info = {
+            **self.meta,
+            "episodes": len(self.paths),
+            "fps": self.fps,
+            "video_quality": "H.264 RGB lossless (libx264rgb, crf 0)",
+        }
         (self.out / "dataset.json").write_text(json.dumps(info, indent=2))

@@ -38,6 +38,7 @@ class SpriteWorldConfig:
 
 def _background(rng: np.random.Generator, height: int, width: int, noise: float = 0.0) -> np.ndarray:
     coarse = rng.uniform(20, 110, size=(4, 4, 3))
+
     # bilinear upsampling of a 4x4 grid of colours, plus optional fine noise
     def axis(n: int) -> tuple[np.ndarray, np.ndarray]:
         grid = np.linspace(0, 3, n)
@@ -104,11 +105,22 @@ def sample_episode(rng: np.random.Generator, cfg: SpriteWorldConfig) -> tuple[np
     return np.stack(frames), np.asarray(actions, dtype=np.int64)
 
 
-def generate(out, episodes: int = 64, seed: int = 0, cfg: SpriteWorldConfig | None = None, overwrite: bool = False, progress: bool = True) -> list:
+def generate(
+    out,
+    episodes: int = 64,
+    seed: int = 0,
+    cfg: SpriteWorldConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list:
     """Write `episodes` sprite-world videos with `*.actions.npy` sidecars into `out`."""
     cfg = cfg or SpriteWorldConfig()
     rng = np.random.default_rng(seed)
-    with EpisodeWriter(out, meta={"generator": "sprites", "seed": seed, "action_names": list(ACTION_NAMES), **vars(cfg)}, overwrite=overwrite) as writer:
+    with EpisodeWriter(
+        out,
+        meta={"generator": "sprites", "seed": seed, "action_names": list(ACTION_NAMES), **vars(cfg)},
+        overwrite=overwrite,
+    ) as writer:
         for _ in writer.progress(range(episodes), "sprites", progress):
             frames, actions = sample_episode(rng, cfg)
             writer.add(frames, actions)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -75,9 +74,17 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, device: torch.device,
-                      precision: str = "32-true", batch_size: int = 32, num_workers: int = 2,
-                      progress: bool = True) -> Path:
+def build_token_cache(
+    clips: VideoClips,
+    tokenizer,
+    lam,
+    cache_dir: str | Path,
+    device: torch.device,
+    precision: str = "32-true",
+    batch_size: int = 32,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> Path:
     """Encode every clip of `clips` with the frozen models and write the cache to `cache_dir` (atomically)."""
     from tqdm import tqdm
 
@@ -100,25 +107,40 @@ def build_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, 
                 ids = rearrange(tokenizer.encode(video), "b t h w -> b t (h w)")
                 actions = lam.infer_actions(video)
             b = ids.shape[0]
-            ids_out[row:row + b] = ids.cpu().numpy().astype(id_dtype)
-            actions_out[row:row + b] = actions.cpu().numpy().astype(action_dtype)
+            ids_out[row : row + b] = ids.cpu().numpy().astype(id_dtype)
+            actions_out[row : row + b] = actions.cpu().numpy().astype(action_dtype)
             row += b
             bar.update(b)
     ids_out.flush()
     actions_out.flush()
     del ids_out, actions_out
     seconds = time.perf_counter() - start
-    meta = {**key, "num_clips": n, "tokens_per_frame": tokens_per_frame, "num_codes": num_codes,
-            "build_seconds": round(seconds, 2), "device": str(device)}
+    meta = {
+        **key,
+        "num_clips": n,
+        "tokens_per_frame": tokens_per_frame,
+        "num_codes": num_codes,
+        "build_seconds": round(seconds, 2),
+        "device": str(device),
+    }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     publish(tmp, cache_dir, key)  # several builders (one per node on a shared file system): the first one in wins
     log.warning("token cache: %d clips encoded in %.1f s on %s -> %s", n, seconds, device, cache_dir)
     return cache_dir
 
 
-def ensure_token_cache(clips: VideoClips, tokenizer, lam, cache_dir: str | Path, device: torch.device,
-                       precision: str = "32-true", batch_size: int = 32, num_workers: int = 2,
-                       progress: bool = True, wait_seconds: float = 4 * 3600) -> Path:
+def ensure_token_cache(
+    clips: VideoClips,
+    tokenizer,
+    lam,
+    cache_dir: str | Path,
+    device: torch.device,
+    precision: str = "32-true",
+    batch_size: int = 32,
+    num_workers: int = 2,
+    progress: bool = True,
+    wait_seconds: float = 4 * 3600,
+) -> Path:
     """The cache for these clips and models: reused when its key matches, else built.
 
     Under a multi-process launch only local rank 0 builds; the other ranks wait for its meta.json.
@@ -161,19 +183,35 @@ class TokenDataModule(VideoDataModule):
     def build_cache(self, tokenizer, lam, device: torch.device, precision: str, progress: bool = True) -> Path:
         """Encode the training clips (or reuse a matching cache); call before training starts."""
         super().setup()
-        return ensure_token_cache(self.train_set, tokenizer, lam, self.cache_dir, device, precision,
-                                  batch_size=2 * self.cfg.batch_size, num_workers=self.cfg.num_workers, progress=progress)
+        return ensure_token_cache(
+            self.train_set,
+            tokenizer,
+            lam,
+            self.cache_dir,
+            device,
+            precision,
+            batch_size=2 * self.cfg.batch_size,
+            num_workers=self.cfg.num_workers,
+            progress=progress,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if self.train_tokens is None:
             self.train_tokens = TokenClips(self.cache_dir)
             if len(self.train_tokens) != len(self.train_set):
-                raise RuntimeError(f"{self.cache_dir}: {len(self.train_tokens)} cached clips for {len(self.train_set)} "
-                                   f"training clips; delete the folder to rebuild it")
+                raise RuntimeError(
+                    f"{self.cache_dir}: {len(self.train_tokens)} cached clips for {len(self.train_set)} "
+                    f"training clips; delete the folder to rebuild it"
+                )
 
     def train_dataloader(self) -> DataLoader:
         sampler = self.train_sampler()  # sets up the clips and the cache first
         # the same clip order as video training; reading a few kB of ids per clip needs no worker processes
-        return DataLoader(self.train_tokens, batch_size=self.cfg.batch_size, sampler=sampler,
-                          num_workers=0, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self.train_tokens,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            num_workers=0,
+            pin_memory=torch.cuda.is_available(),
+        )

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -57,7 +57,9 @@ class VideoWriter:
     def write(self, frames: np.ndarray) -> None:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise VideoError(f"{self.path}: expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
+            raise VideoError(
+                f"{self.path}: expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}"
+            )
         if self._gif is not None:  # Pillow writes a GIF in one go
             self._gif.extend(frames)
             return
@@ -168,7 +170,11 @@ def numbered_images(folder: str | Path) -> list[Path] | None:
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")]
+    images = [
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    ]
     if len(images) < 2 or not all(_NUMBER.search(p.stem) for p in images):
         return None
     return sorted(images, key=lambda p: (int(_NUMBER.search(p.stem).group(1)), p.name))
@@ -412,8 +418,10 @@ def open_video(path: str | Path, reader: str | None = None, num_frames: int | No
     if fallback is not None:
         return fallback
     if _missing_mp4_index(path):
-        raise VideoError(f"{path}: cannot decode: the file has no index (moov box), so it was cut off or damaged "
-                         f"before it was finished; no frame can be located without it: remove it")
+        raise VideoError(
+            f"{path}: cannot decode: the file has no index (moov box), so it was cut off or damaged "
+            f"before it was finished; no frame can be located without it: remove it"
+        )
     raise VideoError(f"{path}: cannot decode video ({first_line(pyav_error)}); {FIX}")
 
 
@@ -440,8 +448,14 @@ def probe_video(path: str | Path) -> dict:
     return {**info, "height": int(height), "width": int(width)}
 
 
-def iter_video(path: str | Path, resolution=None, max_frames: int | None = None,
-               progress: bool = False, reader=None, fit: str = DEFAULT_FIT) -> Iterator[np.ndarray]:
+def iter_video(
+    path: str | Path,
+    resolution=None,
+    max_frames: int | None = None,
+    progress: bool = False,
+    reader=None,
+    fit: str = DEFAULT_FIT,
+) -> Iterator[np.ndarray]:
     """The frames of a video (or image folder) in order, as uint8 chunks (N, h, w, 3): each chunk is decoded
     (at most CHUNK_BYTES at the file's size) and fitted to `resolution` (int or (h, w); None keeps the file's
     size) at once by `fit_frames`. A damaged tail ends the stream with a warning; a tqdm bar shows progress on
@@ -459,8 +473,13 @@ def iter_video(path: str | Path, resolution=None, max_frames: int | None = None,
     chunk = max(1, CHUNK_BYTES // first[0].nbytes)
     total = video.num_frames if max_frames is None else min(max_frames, video.num_frames or max_frames)
     count = 0
-    with tqdm(total=total or None, desc=Path(path).name, unit="frame", leave=False,
-              disable=not progress or (total is not None and total < 300)) as bar:
+    with tqdm(
+        total=total or None,
+        desc=Path(path).name,
+        unit="frame",
+        leave=False,
+        disable=not progress or (total is not None and total < 300),
+    ) as bar:
         try:
             for frames in video.iter_frames(chunk, stop=max_frames):
                 count += len(frames)
@@ -471,11 +490,19 @@ def iter_video(path: str | Path, resolution=None, max_frames: int | None = None,
         except Exception as e:  # decord raises bare DECORDError/RuntimeError
             raise VideoError(f"{path}: cannot decode frame {count} ({first_line(e)}); {FIX}") from None
     if getattr(video, "damaged", False):
-        logging.getLogger(__name__).warning("%s: damaged after frame %d: using the %d readable frames", path, count, count)
+        logging.getLogger(__name__).warning(
+            "%s: damaged after frame %d: using the %d readable frames", path, count, count
+        )
 
 
-def read_video(path: str | Path, resolution=None, max_frames: int | None = None,
-               last: int | None = None, progress: bool = False, fit: str = DEFAULT_FIT) -> np.ndarray:
+def read_video(
+    path: str | Path,
+    resolution=None,
+    max_frames: int | None = None,
+    last: int | None = None,
+    progress: bool = False,
+    fit: str = DEFAULT_FIT,
+) -> np.ndarray:
     """Decode a video (its first `max_frames`, or its `last` frames) to uint8 (T, H, W, 3), fitted to
     `resolution` (int or (h, w)) by `fit_frames` if asked.
 
@@ -493,15 +520,18 @@ def read_video(path: str | Path, resolution=None, max_frames: int | None = None,
     return frames[-last:] if last is not None else frames
 
 
-def read_frames(path: str | Path, resolution=None, max_frames: int | None = None,
-                last: int | None = None, fit: str = DEFAULT_FIT) -> np.ndarray:
+def read_frames(
+    path: str | Path, resolution=None, max_frames: int | None = None, last: int | None = None, fit: str = DEFAULT_FIT
+) -> np.ndarray:
     """A video, a folder of numbered images or a single image, as uint8 (T, H, W, 3), fitted to `resolution`
     (int or (h, w)) by `fit_frames` if asked."""
     path = Path(path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return read_image(path, resolution, fit)[None]
     if path.is_dir() and numbered_images(path) is None:
-        raise VideoError(f"{path}: a folder, but not one of numbered images (frame_0001.png, ...); give a video or image file")
+        raise VideoError(
+            f"{path}: a folder, but not one of numbered images (frame_0001.png, ...); give a video or image file"
+        )
     return read_video(path, resolution, max_frames, last, progress=True, fit=fit)
 
 

@@ -44,14 +44,18 @@ def refused(path: str | Path, error: Exception) -> RunError:
     load it with weights_only=False, which would run whatever code the file carries."""
     text = str(error)
     if not zipfile.is_zipfile(path):  # every checkpoint torch.save wrote since PyTorch 1.6 is a zip archive
-        return RunError(f"{path}: not a PyTorch checkpoint (damaged, or another kind of file); use a checkpoint genie "
-                        f"wrote, or start over (--overwrite for a run folder)")
+        return RunError(
+            f"{path}: not a PyTorch checkpoint (damaged, or another kind of file); use a checkpoint genie "
+            f"wrote, or start over (--overwrite for a run folder)"
+        )
     if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
         found = re.search(r"GLOBAL ([\w.]+)", text)
         carries = f"pickled code or objects ({found.group(1)})" if found else "pickled objects"
-        return RunError(f"{path}: refused: it carries {carries}, not only weights (tampered with, or not written by "
-                        f"genie); only weights-only checkpoints are accepted: use one genie wrote, or start over "
-                        f"(--overwrite for a run folder)")
+        return RunError(
+            f"{path}: refused: it carries {carries}, not only weights (tampered with, or not written by "
+            f"genie); only weights-only checkpoints are accepted: use one genie wrote, or start over "
+            f"(--overwrite for a run folder)"
+        )
     first = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
     return RunError(f"{path}: not a loadable genie checkpoint ({first}); only weights-only checkpoints are accepted")
 
@@ -70,7 +74,7 @@ def expect_stage(ckpt: dict, stage: str, path: str | Path) -> dict:
 
 def model_state(ckpt: dict, prefix: str = "model.") -> dict[str, torch.Tensor]:
     """The `model.*` weights of a Lightning checkpoint, prefix stripped."""
-    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
 
 
 def dataclass_from(cls: type, values: dict) -> Any:
@@ -88,8 +92,9 @@ def recorded_fit(ckpt: dict) -> str:
     return (config.get("data") or {}).get("fit", LEGACY_FIT)
 
 
-def load_stage_model(path: str | Path, stage: str, config_cls: type, model_cls: type, label: str | None = None,
-                     ckpt: dict | None = None):
+def load_stage_model(
+    path: str | Path, stage: str, config_cls: type, model_cls: type, label: str | None = None, ckpt: dict | None = None
+):
     """A trained model of `stage`, in eval mode on the CPU, from a .ckpt of that stage, its run folder (its
     checkpoints/last.ckpt) or a world-model bundle (`ckpt`: that file, already loaded); a one-line RunError for
     anything else."""
@@ -105,5 +110,7 @@ def load_stage_model(path: str | Path, stage: str, config_cls: type, model_cls: 
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise RunError(f"{path}: weights do not fit its {label} config ({str(e).strip().splitlines()[0][:200]})") from None
+        raise RunError(
+            f"{path}: weights do not fit its {label} config ({str(e).strip().splitlines()[0][:200]})"
+        ) from None
     return model.eval()

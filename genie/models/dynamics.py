@@ -133,7 +133,10 @@ class DynamicsModel(nn.Module):
         # output from the data, a device-to-host read that stalls every training step
         num_scored = scored.sum().clamp(min=1)
         targets = torch.where(scored, ids, torch.full_like(ids, -100))
-        loss = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=-100, reduction="sum") / num_scored
+        loss = (
+            F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=-100, reduction="sum")
+            / num_scored
+        )
         with torch.no_grad():
             acc = ((logits.argmax(-1) == ids) & mask).sum() / mask.sum().clamp(min=1)
         return loss, {"masked_acc": acc}
@@ -173,7 +176,9 @@ class DynamicsModel(nn.Module):
             logits, _ = frame_pass(self.embed(ids, prev, t0=t_index), cache)  # (B, 1, S, V)
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
-                sampled = torch.multinomial(rearrange(probs, "b t s v -> (b t s) v"), 1, generator=generator).view(b, 1, s)
+                sampled = torch.multinomial(rearrange(probs, "b t s v -> (b t s) v"), 1, generator=generator).view(
+                    b, 1, s
+                )
                 confidence = probs.gather(-1, sampled[..., None])[..., 0].log()
             else:
                 confidence, sampled = torch.log_softmax(logits, dim=-1).max(-1)

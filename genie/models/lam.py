@@ -24,9 +24,9 @@ from einops import rearrange
 from torch import nn
 
 from genie.models.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
+from genie.models.checkpoint import load_stage_model
 from genie.models.quantize import VectorQuantizer
 from genie.models.resolution import Resolution, canonical_resolution, patch_grid
-from genie.models.checkpoint import load_stage_model
 
 
 @dataclass
@@ -81,11 +81,14 @@ class LatentActionModel(nn.Module):
 
     def _check_length(self, frames: int) -> None:
         if frames > self.cfg.max_frames:
-            raise ValueError(f"the LAM sees at most {self.cfg.max_frames} frames at once, got {frames} "
-                             f"(use genie.inference.infer_actions for longer videos)")
+            raise ValueError(
+                f"the LAM sees at most {self.cfg.max_frames} frames at once, got {frames} "
+                f"(use genie.inference.infer_actions for longer videos)"
+            )
 
     def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """video (B, T, 3, H, W) in [0, 1] -> z_q (B, T-1, code_dim), ids (B, T-1), VQ loss, continuous z (B, T-1, code_dim)."""
+        """video (B, T, 3, H, W) in [0, 1] -> z_q (B, T-1, code_dim), ids (B, T-1), VQ loss,
+        continuous z (B, T-1, code_dim)."""
         b, t = video.shape[:2]
         self._check_length(t)
         diffs = video[:, 1:] - video[:, :-1]  # (B, T-1, 3, H, W)
@@ -94,14 +97,19 @@ class LatentActionModel(nn.Module):
         patches = self.enc_embed(diffs)  # (B, T-1, S, D)
         token = self.action_token.expand(b, t - 1, -1, -1)  # (B, T-1, 1, D)
         # each transition alone: an encoder that saw earlier transitions coded actions relative to them
-        x = self.encoder(rearrange(torch.cat([token, patches], dim=2), "b t s d -> (b t) 1 s d"))  # (B*(T-1), 1, 1+S, D)
-        z = self.code_norm(self.to_code(x[:, 0, 0]))  # (B*(T-1), code_dim): the latent of transition t sees frames t, t+1
+        x = self.encoder(
+            rearrange(torch.cat([token, patches], dim=2), "b t s d -> (b t) 1 s d")
+        )  # (B*(T-1), 1, 1+S, D)
+        z = self.code_norm(
+            self.to_code(x[:, 0, 0])
+        )  # (B*(T-1), code_dim): the latent of transition t sees frames t, t+1
         z = rearrange(z, "(b t) d -> b t d", b=b)
         z_q, ids, vq_loss = self.vq(z)
         return z_q, ids, vq_loss, z
 
     def decode(self, past: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
-        """past frames 1..T-1 (B, T-1, 3, H, W) and codes (B, T-1, code_dim) -> predicted frames 2..T (B, T-1, 3, H, W)."""
+        """past frames 1..T-1 (B, T-1, 3, H, W) and codes (B, T-1, code_dim) -> predicted frames 2..T
+        (B, T-1, 3, H, W)."""
         self._check_length(past.shape[1])
         x = self.dec_embed(past) + rearrange(self.from_code(z_q), "b t d -> b t 1 d")  # (B, T-1, S, D)
         delta = unpatchify(self.head(self.decoder(x)), self.cfg.patch, self.grid_size)

@@ -66,7 +66,6 @@ def fit_frames(frames: np.ndarray, resolution, fit: str = DEFAULT_FIT) -> np.nda
     return out
 
 
-
 def video_to_float(video: torch.Tensor) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> float (B, T, 3, H, W) in [0, 1]."""
     return video.permute(0, 1, 4, 2, 3).float().div_(255.0)

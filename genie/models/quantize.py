@@ -70,7 +70,9 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _track_and_restart(self, flat: torch.Tensor, ids: torch.Tensor, codes: torch.Tensor) -> None:
         # index_add_, not bincount: bincount sizes its output from the largest id, a device-to-host read
-        counts = torch.zeros(self.num_codes, device=ids.device).index_add_(0, ids, torch.ones_like(ids, dtype=torch.float))
+        counts = torch.zeros(self.num_codes, device=ids.device).index_add_(
+            0, ids, torch.ones_like(ids, dtype=torch.float)
+        )
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
         self.usage.mul_(self.usage_decay).add_(counts / counts.sum().clamp(min=1), alpha=1 - self.usage_decay)

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import torch
 
-from genie.models.blocks import STTransformer
 from genie.config import ConfigError
+from genie.models.blocks import STTransformer
 from genie.models.dynamics import DynamicsModel
 
 
 def check_slide(slide: int, window: int) -> int:
     """`slide` if it is a number of frames a full context window of `window` frames can drop, else a ConfigError."""
     if not 1 <= slide < max(2, window):
-        raise ConfigError(f"slide must be in 1..{max(1, window - 1)} for this model (its context window is {window} frames), got {slide}")
+        raise ConfigError(
+            f"slide must be in 1..{max(1, window - 1)} for this model "
+            f"(its context window is {window} frames), got {slide}"
+        )
     return slide
 
 
@@ -46,12 +49,14 @@ def generate(
 class RolloutState:
     """The growing context of one batched rollout: ids, actions and the dynamics model's kv cache."""
 
-    def __init__(self, dynamics: DynamicsModel, context_ids: torch.Tensor, context_actions: torch.Tensor, slide: int = 1):
+    def __init__(
+        self, dynamics: DynamicsModel, context_ids: torch.Tensor, context_actions: torch.Tensor, slide: int = 1
+    ):
         self.dynamics = dynamics
         self.window = dynamics.cfg.max_frames
         self.slide = check_slide(slide, self.window)
-        self.ids = context_ids[:, -(self.window - 1):]  # (B, T, S)
-        self.actions = context_actions[:, context_actions.shape[1] - (self.ids.shape[1] - 1):]  # (B, T-1)
+        self.ids = context_ids[:, -(self.window - 1) :]  # (B, T, S)
+        self.actions = context_actions[:, context_actions.shape[1] - (self.ids.shape[1] - 1) :]  # (B, T-1)
         self.cache = dynamics.prefill(self.ids, self.actions)
 
     @torch.no_grad()
@@ -61,7 +66,7 @@ class RolloutState:
             # slide the window: keep the last window-slide frames and re-encode them from position 0
             keep = max(1, self.window - self.slide)
             self.ids = self.ids[:, -keep:]
-            self.actions = self.actions[:, self.actions.shape[1] - (keep - 1):]
+            self.actions = self.actions[:, self.actions.shape[1] - (keep - 1) :]
             self.cache = self.dynamics.prefill(self.ids, self.actions)
         t_index = self.ids.shape[1]
         new_ids, new_kv = self.dynamics.sample_next(self.cache, t_index, action, steps, temperature, generator)
@@ -82,11 +87,19 @@ def rollout_video(
     temperature: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Replay a clip from its first `prompt_len` frames: ids (B, T, S), actions (B, T-1) -> float frames (B, T, 3, H, W).
+    """Replay a clip from its first `prompt_len` frames: ids (B, T, S), actions (B, T-1) -> float frames
+    (B, T, 3, H, W).
 
     Frames after the prompt are generated with the given actions, then everything is decoded.
     """
-    new = generate(dynamics, ids[:, :prompt_len], actions[:, : prompt_len - 1], actions[:, prompt_len - 1 :],
-                   steps, temperature, generator)
+    new = generate(
+        dynamics,
+        ids[:, :prompt_len],
+        actions[:, : prompt_len - 1],
+        actions[:, prompt_len - 1 :],
+        steps,
+        temperature,
+        generator,
+    )
     all_ids = torch.cat([ids[:, :prompt_len], new], dim=1)
     return tokenizer.decode(all_ids.view(*all_ids.shape[:2], *dynamics.grid_size)).clamp(0, 1)

@@ -13,17 +13,17 @@ model saw in training.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from genie.models.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
+from genie.models.checkpoint import load_stage_model
 from genie.models.quantize import VectorQuantizer
 from genie.models.resolution import Resolution, canonical_resolution, frame_size, grid_value, patch_grid
-from genie.models.checkpoint import load_stage_model
 
 
 @dataclass
@@ -60,14 +60,21 @@ class VideoTokenizer(nn.Module):
         self.num_codes = cfg.num_codes
 
         def st(depth: int) -> STConfig:
-            return STConfig(dim=cfg.dim, depth=depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
-                            dropout=cfg.dropout, causal_time=True)
+            return STConfig(
+                dim=cfg.dim,
+                depth=depth,
+                num_heads=cfg.num_heads,
+                mlp_ratio=cfg.mlp_ratio,
+                dropout=cfg.dropout,
+                causal_time=True,
+            )
 
         self.patch_embed = PatchEmbed(cfg.patch, 3, cfg.dim, cfg.resolution, cfg.max_frames)
         self.encoder = STTransformer(st(cfg.enc_depth))
         self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
-        self.quantizer = VectorQuantizer(cfg.num_codes, cfg.code_dim, beta=cfg.beta, usage_decay=cfg.usage_decay,
-                                         restart_every=cfg.restart_every)
+        self.quantizer = VectorQuantizer(
+            cfg.num_codes, cfg.code_dim, beta=cfg.beta, usage_decay=cfg.usage_decay, restart_every=cfg.restart_every
+        )
         self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
         # the decoder gets its own positions: a code id says what a patch looks like, not where it is
         self.dec_pos_space = nn.Parameter(torch.randn(1, 1, self.grid_size[0] * self.grid_size[1], cfg.dim) * 0.02)

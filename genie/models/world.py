@@ -24,15 +24,14 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from genie.models.pixels import float_to_video
-from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.config import ConfigError
+from genie.models.checkpoint import RunError, dataclass_from, load_checkpoint
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.pixels import fit_frames, float_to_video
 from genie.models.resolution import DEFAULT_FIT, LEGACY_FIT, check_fit, frame_size
 from genie.models.sampling import RolloutState, check_slide
 from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
-from genie.models.lam import LAMConfig, LatentActionModel
-from genie.models.checkpoint import RunError, dataclass_from, load_checkpoint
-from genie.models.pixels import fit_frames
 
 BUNDLE_FORMAT = "genie-bundle"
 BUNDLE_VERSION = 2  # 2: "frames" (resolution as [H, W], fit)
@@ -57,11 +56,20 @@ def is_bundle(obj) -> bool:
 
 
 class WorldModel(nn.Module):
-    def __init__(self, tokenizer: nn.Module, lam: nn.Module, dynamics: DynamicsModel, prompt: np.ndarray | None = None,
-                 steps: int | None = None, temperature: float | None = None, slide: int | None = None,
-                 meta: dict | None = None, fit: str = DEFAULT_FIT):
-        """`fit`: how frames of another aspect ratio are fitted to the model's resolution (genie.models.pixels.fit_frames);
-        pass the data.fit the models were trained with."""
+    def __init__(
+        self,
+        tokenizer: nn.Module,
+        lam: nn.Module,
+        dynamics: DynamicsModel,
+        prompt: np.ndarray | None = None,
+        steps: int | None = None,
+        temperature: float | None = None,
+        slide: int | None = None,
+        meta: dict | None = None,
+        fit: str = DEFAULT_FIT,
+    ):
+        """`fit`: how frames of another aspect ratio are fitted to the model's resolution
+        (genie.models.pixels.fit_frames); pass the data.fit the models were trained with."""
         super().__init__()
         self.meta = dict(meta or {})  # plain data saved in the bundle (see the module docstring)
         self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
@@ -85,13 +93,18 @@ class WorldModel(nn.Module):
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        bundle = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
-                  "sampling": {"steps": self.steps, "temperature": self.temperature, "slide": self.slide},
-                  "frames": {"resolution": list(self.frame_size), "fit": self.fit}}
+        bundle = {
+            "format": BUNDLE_FORMAT,
+            "version": BUNDLE_VERSION,
+            "sampling": {"steps": self.steps, "temperature": self.temperature, "slide": self.slide},
+            "frames": {"resolution": list(self.frame_size), "fit": self.fit},
+        }
         for name in ("tokenizer", "lam", "dynamics"):
             model = getattr(self, name)
-            bundle[name] = {"config": dataclasses.asdict(model.cfg),
-                            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+            bundle[name] = {
+                "config": dataclasses.asdict(model.cfg),
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            }
         if self.meta:
             bundle["meta"] = self.meta
         if self.prompt is not None:
@@ -102,14 +115,19 @@ class WorldModel(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "WorldModel":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> WorldModel:
         bundle = load_checkpoint(path)
         if not is_bundle(bundle):
-            raise RunError(f"{path} is not a world-model bundle (make one with `genie train all`, which writes <run_dir>/world_model.pt)")
+            raise RunError(
+                f"{path} is not a world-model bundle "
+                "(make one with `genie train all`, which writes <run_dir>/world_model.pt)"
+            )
         models = {}
-        for name, config_cls, model_cls in (("tokenizer", TokenizerConfig, VideoTokenizer),
-                                            ("lam", LAMConfig, LatentActionModel),
-                                            ("dynamics", DynamicsConfig, DynamicsModel)):
+        for name, config_cls, model_cls in (
+            ("tokenizer", TokenizerConfig, VideoTokenizer),
+            ("lam", LAMConfig, LatentActionModel),
+            ("dynamics", DynamicsConfig, DynamicsModel),
+        ):
             model = model_cls(dataclass_from(config_cls, bundle[name]["config"]))
             model.load_state_dict(bundle[name]["state_dict"])
             models[name] = model
@@ -118,7 +136,9 @@ class WorldModel(nn.Module):
         world = cls(**models, prompt=prompt, meta=bundle.get("meta"), fit=fit, **bundle.get("sampling", {}))
         return world.to(resolve_device(device))
 
-    def set_sampling(self, steps: int | None = None, temperature: float | None = None, slide: int | None = None) -> "WorldModel":
+    def set_sampling(
+        self, steps: int | None = None, temperature: float | None = None, slide: int | None = None
+    ) -> WorldModel:
         """Change the sampling settings that are given (None keeps the current one); checked here, not mid-rollout
         (a bad value is a ConfigError naming the setting)."""
         if steps is not None and steps < 1:
@@ -132,7 +152,7 @@ class WorldModel(nn.Module):
         self.slide = slide or self.slide
         return self
 
-    def compile_sampling(self, mode: str | None = None) -> "WorldModel":
+    def compile_sampling(self, mode: str | None = None) -> WorldModel:
         """Compile the per-frame passes of play, the dynamics model's sampling pass and the tokenizer's decoding pass
         (CUDA graphs on a GPU); see DynamicsModel.compile_sampling."""
         self.dynamics.compile_sampling(mode)
@@ -166,12 +186,13 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def reset(self, prompt=None, seed: int | None = None) -> np.ndarray:
-        """Start from prompt frames (uint8 (T,H,W,3), (B,T,H,W,3) or one image); returns the first frame (B, H, W, 3)."""
+        """Start from prompt frames (uint8 (T,H,W,3), (B,T,H,W,3) or one image); returns the first frame
+        (B, H, W, 3)."""
         if prompt is None:
             if self.prompt is None:
                 raise ValueError("this bundle has no sample prompt: pass prompt frames")
             prompt = self.prompt
-        video = self.to_float(prompt)[:, -(self.dynamics.cfg.max_frames - 1):]
+        video = self.to_float(prompt)[:, -(self.dynamics.cfg.max_frames - 1) :]
         ids, actions = self.encode(video)
         self.state = RolloutState(self.dynamics, ids, actions, slide=self.slide)
         # frames are decoded as they come, with the decoder's own cache (one frame of decoder work a step), in

@@ -13,15 +13,15 @@ from einops import rearrange
 
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data.datamodule import VideoDataModule
-from genie.models.pixels import float_to_video, video_to_float
-from genie.models.dynamics import DynamicsConfig, DynamicsModel
+from genie.data.token_cache import TokenDataModule
 from genie.metrics import psnr
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
+from genie.models.lam import load_lam
+from genie.models.pixels import float_to_video, video_to_float
 from genie.models.resolution import format_resolution, frame_size
 from genie.models.sampling import rollout_video
-from genie.training.trainer import SampleLogger, configure_adamw, precision_for
-from genie.data.token_cache import TokenDataModule
-from genie.models.lam import load_lam
 from genie.models.tokenizer import load_tokenizer
+from genie.training.trainer import SampleLogger, configure_adamw, precision_for
 
 
 @dataclass
@@ -48,8 +48,10 @@ def load_frozen(cfg: DynamicsRunConfig):
     for name, model in (("tokenizer", tokenizer), ("lam", lam)):
         if frame_size(model.cfg.resolution) != frame_size(cfg.data.resolution):
             trained, data = format_resolution(model.cfg.resolution), format_resolution(cfg.data.resolution)
-            raise ConfigError(f"{name} was trained at resolution {trained} but data.resolution is {data}: "
-                              f"set data.resolution={trained.replace(' ', '')}")
+            raise ConfigError(
+                f"{name} was trained at resolution {trained} but data.resolution is {data}: "
+                f"set data.resolution={trained.replace(' ', '')}"
+            )
         model.requires_grad_(False).eval()
     return tokenizer, lam
 
@@ -62,7 +64,11 @@ class DynamicsModule(L.LightningModule):
         if tokenizer is None or lam is None:
             tokenizer, lam = load_frozen(cfg)
         # the dynamics model's vocabulary and grid come from the tokenizer, its actions from the LAM
-        cfg.model.num_codes, cfg.model.grid, cfg.model.num_actions = tokenizer.num_codes, tokenizer.grid, lam.cfg.num_actions
+        cfg.model.num_codes, cfg.model.grid, cfg.model.num_actions = (
+            tokenizer.num_codes,
+            tokenizer.grid,
+            lam.cfg.num_actions,
+        )
         self.cfg = cfg
         self.tokenizer, self.lam = tokenizer, lam
         self.model = DynamicsModel(cfg.model)
@@ -126,7 +132,9 @@ class DynamicsModule(L.LightningModule):
         trainer = self.trainer
         if trainer.global_step % max(1, self.cfg.train.sample_every_steps) < self.cfg.train.val_every_steps:
             real, fake = float_to_video(video[:4]).numpy(), float_to_video(frames[:4]).numpy()
-            SampleLogger(self)("rollout", np.concatenate([np.concatenate(list(real), 2), np.concatenate(list(fake), 2)], 1))
+            SampleLogger(self)(
+                "rollout", np.concatenate([np.concatenate(list(real), 2), np.concatenate(list(fake), 2)], 1)
+            )
 
     def configure_optimizers(self):
         return configure_adamw(self.model, self.cfg.train)

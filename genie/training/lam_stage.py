@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data.datamodule import VideoDataModule
-from genie.models.pixels import float_to_video, video_to_float
-from genie.models.lam import LAMConfig, LatentActionModel
 from genie.metrics import code_perplexity, codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.pixels import float_to_video, video_to_float
 from genie.models.resolution import patch_fix, patch_grid
 from genie.training.trainer import SampleLogger, configure_adamw
 
@@ -66,8 +66,15 @@ class LAMModule(L.LightningModule):
         recon = F.mse_loss(pred, video[:, 1:])
         loss = recon + vq_loss
         batch_perplexity = code_perplexity(ids, self.cfg.model.num_actions)  # on the device: no host read per step
-        self.log_dict({"train/loss": loss, "train/recon_mse": recon, "train/vq_loss": vq_loss,
-                       "train/codebook_perplexity": batch_perplexity}, prog_bar=False)
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/recon_mse": recon,
+                "train/vq_loss": vq_loss,
+                "train/codebook_perplexity": batch_perplexity,
+            },
+            prog_bar=False,
+        )
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -95,8 +102,11 @@ class LAMModule(L.LightningModule):
         if not values:
             return
         lam_psnr = values["psnr"].mean().item()
-        metrics = {"lam_psnr": lam_psnr, "lam_delta_psnr": lam_psnr - values["psnr_random"].mean().item(),
-                   **codebook_stats(values["ids"], self.cfg.model.num_actions)}
+        metrics = {
+            "lam_psnr": lam_psnr,
+            "lam_delta_psnr": lam_psnr - values["psnr_random"].mean().item(),
+            **codebook_stats(values["ids"], self.cfg.model.num_actions),
+        }
         known = values["actions"] >= 0
         if known.any():
             truth = values["actions"][known].numpy()

@@ -82,7 +82,9 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
     return pipeline, configs
 
 
-def train_all(config_path: str | Path, overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+def train_all(
+    config_path: str | Path, overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True
+) -> Path:
     """Train the three stages in order and write the bundle; returns its path."""
     pipeline, configs = stage_configs(config_path, overrides)
     if overwrite and Path(pipeline.run_dir).exists() and is_launch_rank_zero():

@@ -17,12 +17,12 @@ from einops import rearrange
 
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data.datamodule import VideoDataModule
-from genie.models.pixels import float_to_video, video_to_float
+from genie.data.video import contact_sheet
 from genie.metrics import code_count_stats, psnr, ssim
+from genie.models.pixels import float_to_video, video_to_float
 from genie.models.resolution import patch_fix, patch_grid
 from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 from genie.training.trainer import SampleLogger, configure_adamw
-from genie.data.video import contact_sheet
 
 SAMPLE_CLIPS = 4
 

@@ -200,14 +200,22 @@ def precision_for(cfg: TrainConfig) -> str:
     return "bf16-mixed" if use_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def make_trainer(cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbacks: list | None = None, progress: bool = True) -> L.Trainer:
+def make_trainer(
+    cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbacks: list | None = None, progress: bool = True
+) -> L.Trainer:
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [
         # periodic checkpoints by steps, always refreshing last.ckpt
-        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                        every_n_train_steps=cfg.ckpt_every_steps, save_top_k=-1, save_last=True,
-                        enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="step{step:07d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=cfg.ckpt_every_steps,
+            save_top_k=-1,
+            save_last=True,
+            enable_version_counter=False,
+        ),
         NaNGuard(),
         *(extra_callbacks or []),
         FinalCheckpoint(),
@@ -215,9 +223,16 @@ def make_trainer(cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbac
     if cfg.ckpt_every_minutes > 0:
         # and by wall-clock time, so a long run killed between step checkpoints loses little; both callbacks
         # refresh the same last.ckpt (no version counter, no "last-v1.ckpt"): the file a resumed run starts from
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="latest-time", save_top_k=1, save_last=True,
-                                         enable_version_counter=False,
-                                         train_time_interval=timedelta(minutes=cfg.ckpt_every_minutes)))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="latest-time",
+                save_top_k=1,
+                save_last=True,
+                enable_version_counter=False,
+                train_time_interval=timedelta(minutes=cfg.ckpt_every_minutes),
+            )
+        )
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     return L.Trainer(
@@ -242,8 +257,15 @@ def make_trainer(cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbac
     )
 
 
-def fit(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: TrainConfig, run_dir: str | Path,
-        resume: Path | None, name: str, progress: bool = True) -> L.Trainer:
+def fit(
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: Path | None,
+    name: str,
+    progress: bool = True,
+) -> L.Trainer:
     """Train `module`, resuming from `resume` when given; returns the trainer."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.compile:
@@ -273,10 +295,17 @@ def check_resumable(path: str | Path, stage: str | None = None) -> dict:
     `stage`: a tampered or foreign file is a one-line RunError before Lightning reads it."""
     ckpt = load_checkpoint(path)
     found = stage_of(ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt or (stage and found != stage):
+    if (
+        not isinstance(ckpt, dict)
+        or "state_dict" not in ckpt
+        or "global_step" not in ckpt
+        or (stage and found != stage)
+    ):
         kind = f"a {found} checkpoint" if found else "not a genie training checkpoint"
-        raise RunError(f"{path}: cannot resume from it: {kind}, expected a {stage or 'Lightning'} checkpoint; "
-                       f"remove it or pass --overwrite to start the run over")
+        raise RunError(
+            f"{path}: cannot resume from it: {kind}, expected a {stage or 'Lightning'} checkpoint; "
+            f"remove it or pass --overwrite to start the run over"
+        )
     return ckpt
 
 
