@@ -30,8 +30,22 @@ train_end=$(date +%s)
 "$GENIE" rollout --model "$RUN/world_model.pt" --prompt "$HELDOUT/episode_00001.mp4" --random 200 --out "$RUN/rollout200.gif"
 "$GENIE" rollout --model "$RUN/world_model.pt" --prompt "$HELDOUT/episode_00001.mp4" --random 200 --out "$RUN/rollout200.mp4"
 
+# the CoinRun world shipped in the repository (docs/coinrun.md), on levels it never trained on
+COINRUN=models/coinrun-cpu.pt
+COINRUN_PROMPTS=data/coinrun-demo-prompts
+if [ -f "$COINRUN" ]; then
+  [ -f "$COINRUN_PROMPTS/dataset.json" ] || "$GENIE" data procgen --env coinrun --out "$COINRUN_PROMPTS" --episodes 2 --seed 1
+  "$GENIE" rollout --model "$COINRUN" --prompt "$COINRUN_PROMPTS/episode_00000.mp4" --compare --out "$RUN/coinrun_compare.gif"
+  "$GENIE" rollout --model "$COINRUN" --prompt "$COINRUN_PROMPTS/episode_00001.mp4" \
+    --actions right,right,right,right,right,right,jump,jump,right,right,right,right,left,left,left,left --out "$RUN/coinrun_keys.gif"
+fi
+
 echo
 echo "demo finished in $(( $(date +%s) - start )) s ($(( train_end - start )) s to data and training). Outputs in $RUN/:"
 echo "  world_model.pt   the bundle            metrics.json      held-out eval (metrics.persistence.png: 1,000 steps)"
 echo "  compare.gif      real vs generated     rollout200.gif    200 random latent actions"
 echo "Play it:  $GENIE play --model $RUN/world_model.pt   (then open http://127.0.0.1:8765; arrow keys move the player)"
+if [ -f "$COINRUN" ]; then
+  echo "  coinrun_compare.gif / coinrun_keys.gif   the shipped CoinRun world ($COINRUN) on held-out levels"
+  echo "Play CoinRun:  $GENIE play --model $COINRUN   (arrow keys: left, right; up or space: jump)"
+fi
