@@ -11,7 +11,6 @@ import platform
 import resource
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,19 @@ from genie.data.clips import DataError, VideoClips, usable_videos
 from genie.data.frame_cache import CachedClips, ensure_frame_cache
 from genie.models.dynamics import DynamicsModel
 from genie.models.lam import LatentActionModel
+from genie.models.precision import autocast
 from genie.models.resolution import DEFAULT_FIT, frame_size, json_resolution
 from genie.models.tokenizer import VideoTokenizer
 from genie.models.world import WorldModel, resolve_device
+from genie.training.dynamics_stage import dynamics_loss, tokenize
+from genie.training.lam_stage import lam_loss
 from genie.training.pipeline import stage_configs
+from genie.training.tokenizer_stage import tokenizer_loss
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -92,7 +91,7 @@ def bench_train_step(
     video = torch.rand(batch_size, seq_len, 3, *frame_size(resolution), device=device)
 
     def forward_backward(fn=run_loss):
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             loss = fn(model, video)
         loss.backward()
 
@@ -251,13 +250,12 @@ def run_bench(
     result["model"] = str(model or config or "configs/sprites/genie.yaml")
     result["params"] = {"tokenizer": _params(tokenizer), "lam": _params(lam), "dynamics": _params(dynamics)}
 
-    def tokenizer_loss(m, video):
-        recon, _, vq = m(video)
-        return (recon.float() - video).pow(2).mean() + vq
+    # each stage's own training loss (genie.training.*_stage), as its training step calls it
+    def tokenizer_step_loss(m, video):
+        return tokenizer_loss(m, video)[0]
 
-    def lam_loss(m, video):
-        pred, _, vq = m(video)
-        return (pred.float() - video[:, 1:]).pow(2).mean() + vq
+    def lam_step_loss(m, video):
+        return lam_loss(m, video)[0]
 
     if stages is None or "dynamics" in stages:  # token ids as the token cache feeds them, encoded once
         with torch.no_grad():
@@ -266,24 +264,21 @@ def run_bench(
             fixed_ids = rearrange(tokenizer.encode(probe), "b t h w -> b t (h w)")
             fixed_actions = torch.randint(0, dynamics.cfg.num_actions, (train_batch, seq_len - 1), device=device)
 
-    def dynamics_loss(m, video):
-        return m.loss(fixed_ids, fixed_actions)[0]  # the dynamics model alone
+    def dynamics_step_loss(m, video):
+        return dynamics_loss(m, fixed_ids, fixed_actions)[0]  # the dynamics model alone
 
     tokenizer.to(device)
     lam.to(device)
 
     def dynamics_encode_loss(m, video):
         # the dynamics stage without the token cache: the frozen tokenizer and LAM encode every batch
-        with torch.no_grad():
-            tokenizer.eval(), lam.eval()
-            ids = rearrange(tokenizer.encode(video), "b t h w -> b t (h w)")
-            actions = lam.infer_actions(video)
-        return m.loss(ids, actions)[0]
+        tokenizer.eval(), lam.eval()
+        return dynamics_loss(m, *tokenize(tokenizer, lam, video))[0]
 
     all_stages = {
-        "tokenizer": (tokenizer, tokenizer_loss),
-        "lam": (lam, lam_loss),
-        "dynamics": (dynamics, dynamics_loss),
+        "tokenizer": (tokenizer, tokenizer_step_loss),
+        "lam": (lam, lam_step_loss),
+        "dynamics": (dynamics, dynamics_step_loss),
         "dynamics+encode": (dynamics, dynamics_encode_loss),
     }
     result["train"] = []
@@ -315,7 +310,7 @@ def run_bench(
     world.set_sampling(steps=steps, slide=slide)
     if compile:
         world.compile_sampling()
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         result["play"] = []
         for b in play_batches:
             if device.type == "cuda":

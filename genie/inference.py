@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 
 from genie.data.video import VideoError, VideoWriter, iter_video
 from genie.models.checkpoint import load_checkpoint, load_stage_model, recorded_fit
 from genie.models.lam import LAMConfig, LatentActionModel
-from genie.models.pixels import fit_frames
+from genie.models.pixels import fit_frames, video_to_float
 from genie.models.resolution import DEFAULT_FIT, frame_size
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ def to_model_input(video: np.ndarray, resolution, fit: str = DEFAULT_FIT) -> tor
     """uint8 (T, H, W, 3) -> float32 (T, 3, h, w) in [0, 1] at the LAM's resolution (int or (h, w)), fitted by
     genie.models.pixels.fit_frames."""
     video = fit_frames(np.asarray(video), resolution, fit)
-    return rearrange(torch.from_numpy(np.ascontiguousarray(video)), "t h w c -> t c h w").float().div(255)
+    return video_to_float(torch.from_numpy(np.ascontiguousarray(video)))
 
 
 class WindowedActions:

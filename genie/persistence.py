@@ -131,7 +131,7 @@ def persistence(
         memory[n] = _memory_mb(world.device)
         video[n + 1] = frame[0]
     video = torch.from_numpy(video)  # uint8 (steps+1, H, W, 3)
-    stats = frame_statistics(video.permute(0, 3, 1, 2).float() / 255)
+    stats = frame_statistics(video_to_float(video))
     bad = degenerate_frames(stats, bounds)[1:]  # the prompt frame is real
     window = world.dynamics.cfg.max_frames
     settled = memory[window:] if steps > 2 * window else memory

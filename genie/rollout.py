@@ -4,12 +4,12 @@ or side by side against a real clip replayed with its own inferred actions."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from genie.config import ConfigError
 from genie.data.actions import ActionMap
 from genie.data.video import read_frames, write_video
 from genie.inference import infer_actions
+from genie.models.pixels import float_to_video
 from genie.models.world import ActionError, WorldModel, resolve_device
 
 ACTIONS_FORM = "comma-separated latent action ids such as 0,3,3,1"
@@ -74,7 +74,7 @@ def rollout(world: WorldModel, prompt: np.ndarray, actions: list[int], seed: int
 def compare(world: WorldModel, clip: np.ndarray, prompt_frames: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:
     """Real clip vs its replay from the first `prompt_frames` frames with its own inferred actions."""
     video = world.to_float(clip)
-    real = (video[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    real = float_to_video(video[0]).numpy()
     actions = infer_actions(world.lam, real, window=world.lam.cfg.max_frames, fit=world.fit)
     generated = rollout(world, real[:prompt_frames], actions[prompt_frames - 1 :], seed=seed)
     generated = np.concatenate([real[: prompt_frames - 1], generated]) if prompt_frames > 1 else generated

@@ -391,6 +391,21 @@ def test_only_the_launching_rank_may_delete_a_run_folder(monkeypatch, env, zero)
     assert is_launch_rank_zero() is zero
 
 
+@pytest.mark.parametrize(
+    "env, rank",
+    [({}, 0), ({"LOCAL_RANK": "2"}, 2), ({"SLURM_LOCALID": "3"}, 3), ({"LOCAL_RANK": "1", "SLURM_LOCALID": "3"}, 1)],
+)
+def test_local_rank_reads_the_launchers_variables(monkeypatch, env, rank):
+    # one helper for the cache builds and the device the token cache is built on (srun sets SLURM_LOCALID only)
+    from genie.data.ranks import local_rank
+
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert local_rank() == rank
+
+
 def test_servers_bind_to_localhost_by_default():
     args = build_parser().parse_args(["play", "--model", "x.pt"])
     assert args.host == "127.0.0.1"

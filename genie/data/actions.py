@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from genie.data.clips import load_actions, usable_videos
 from genie.data.video import read_video
 from genie.metrics import fit_probe_accuracy, normalized_mutual_info
+from genie.models.pixels import video_to_float
 from genie.models.resolution import DEFAULT_FIT
 from genie.models.world import ActionError
 
@@ -85,7 +85,7 @@ def _float_frames(frames) -> torch.Tensor:
     if x.dtype == torch.uint8:
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"uint8 frames must be (N, H, W, 3), got {tuple(x.shape)}")
-        return rearrange(x, "n h w c -> n c h w").float().div(255)
+        return video_to_float(x)
     if not x.is_floating_point() or x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"frames must be uint8 (N, H, W, 3) or float (N, 3, H, W), got {x.dtype} {tuple(x.shape)}")
     return x.float()
@@ -352,7 +352,7 @@ def encode_episode(
     with as much of its window before it as in a training clip's.
     """
     window = lam.cfg.max_frames
-    video = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> t c h w").float().div(255)
+    video = video_to_float(torch.from_numpy(np.ascontiguousarray(frames)))
     starts = list(range(0, len(frames) - 1, window - 1))
     full = [s for s in starts if s + window <= len(frames)]
     batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [[s] for s in starts[len(full) :]]

@@ -35,11 +35,6 @@ def videos_digest(videos) -> str:
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
 
 
-def local_rank() -> int:
-    """This process's rank on its node: LOCAL_RANK (Lightning's launcher, torchrun) or SLURM_LOCALID (srun)."""
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
-
-
 def tmp_dir(cache_dir: Path) -> Path:
     """A fresh build folder beside `cache_dir`, after removing those that killed builds on this host left behind."""
     host = socket.gethostname()

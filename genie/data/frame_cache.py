@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from genie.data.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
+from genie.data.cachedir import META_FILE, matches, publish, tmp_dir, videos_digest, wait_for
 from genie.data.clips import DataError, VideoClips
+from genie.data.ranks import local_rank
 from genie.models.pixels import fit_frames
 from genie.models.resolution import frame_size, json_resolution
 

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +28,12 @@ import torch
 from einops import rearrange
 from torch.utils.data import DataLoader, Dataset
 
-from genie.data.cachedir import META_FILE, local_rank, matches, publish, tmp_dir, videos_digest, wait_for
+from genie.data.cachedir import META_FILE, matches, publish, tmp_dir, videos_digest, wait_for
 from genie.data.clips import VideoClips
 from genie.data.datamodule import VideoDataModule
+from genie.data.ranks import local_rank
 from genie.models.pixels import video_to_float
+from genie.models.precision import autocast, autocast_dtype
 from genie.models.resolution import json_resolution
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,6 @@ def cache_key(clips: VideoClips, tokenizer: torch.nn.Module, lam: torch.nn.Modul
     }
 
 
-def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision.startswith("bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cuda" and precision.startswith("16"):
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
-
-
 @torch.no_grad()
 def build_token_cache(
     clips: VideoClips,
@@ -103,7 +96,7 @@ def build_token_cache(
     with tqdm(total=n, desc="token cache", unit="clip", disable=None if progress else True) as bar:
         for batch in loader:
             video = video_to_float(batch["video"].to(device, non_blocking=True))  # (B, T, 3, H, W)
-            with _autocast(device, precision):
+            with autocast(device, autocast_dtype(device, precision)):
                 ids = rearrange(tokenizer.encode(video), "b t h w -> b t (h w)")
                 actions = lam.infer_actions(video)
             b = ids.shape[0]

@@ -169,6 +169,14 @@ class STTransformer(nn.Module):
         return out
 
 
+def frames_to_keep(length: int, window: int, slide: int) -> int:
+    """The sliding context window's arithmetic, shared by rollouts (genie.models.sampling.RolloutState) and
+    streamed decoding (genie.models.tokenizer.DecodeStream): how many of the `length` newest context frames stay
+    before one more frame is added. All of them while there is room (`length` < `window`); once the window is
+    full, the oldest `slide` go and `window - slide` stay (re-encoded from time position 0 by the caller)."""
+    return length if length < window else window - slide
+
+
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)

@@ -67,10 +67,12 @@ def fit_frames(frames: np.ndarray, resolution, fit: str = DEFAULT_FIT) -> np.nda
 
 
 def video_to_float(video: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> float (B, T, 3, H, W) in [0, 1]."""
-    return video.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [0, 1] on the same device: (B, T, H, W, 3) video,
+    (T, H, W, 3) frames or one (H, W, 3) image. The one uint8 -> float conversion of frames."""
+    return video.movedim(-1, -3).float().div_(255.0)
 
 
 def float_to_video(video: torch.Tensor) -> torch.Tensor:
-    """float (B, T, 3, H, W) in [0, 1] -> uint8 (B, T, H, W, 3) on the CPU."""
-    return (video.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu()
+    """float (..., 3, H, W) in [0, 1] -> uint8 (..., H, W, 3) on the CPU, clamped and rounded: (B, T, 3, H, W)
+    video, (B, 3, H, W) frames or one image. The one float -> uint8 conversion of frames."""
+    return (video.detach().clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).cpu()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from genie.config import ConfigError
-from genie.models.blocks import STTransformer
+from genie.models.blocks import STTransformer, frames_to_keep
 from genie.models.dynamics import DynamicsModel
 
 
@@ -62,9 +62,10 @@ class RolloutState:
     @torch.no_grad()
     def step(self, action: torch.Tensor, steps=None, temperature=None, generator=None) -> torch.Tensor:
         """Generate the next frame after `action` (B,); returns its ids (B, S) and keeps it in the context."""
-        if self.ids.shape[1] >= self.window:
-            # slide the window: keep the last window-slide frames and re-encode them from position 0
-            keep = max(1, self.window - self.slide)
+        keep = frames_to_keep(self.ids.shape[1], self.window, self.slide)
+        if keep < self.ids.shape[1]:
+            # slide the window: keep the last window-slide frames (at least one) and re-encode them from position 0
+            keep = max(1, keep)
             self.ids = self.ids[:, -keep:]
             self.actions = self.actions[:, self.actions.shape[1] - (keep - 1) :]
             self.cache = self.dynamics.prefill(self.ids, self.actions)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genie.models.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
+from genie.models.blocks import PatchEmbed, STConfig, STTransformer, frames_to_keep, unpatchify
 from genie.models.checkpoint import load_stage_model
 from genie.models.quantize import VectorQuantizer
 from genie.models.resolution import Resolution, canonical_resolution, frame_size, grid_value, patch_grid
@@ -191,8 +191,8 @@ class DecodeStream:
     def push(self, ids: torch.Tensor) -> torch.Tensor:
         """The next frame's ids (B, h, w) -> that frame decoded, float (B, 3, H, W) in [0, 1]."""
         tok = self.tokenizer
-        if self.ids.shape[1] >= self.window:
-            keep = self.window - self.slide
+        keep = frames_to_keep(self.ids.shape[1], self.window, self.slide)
+        if keep < self.ids.shape[1]:  # the window is full: drop the oldest `slide` frames, re-encode the rest
             self.ids = self.ids[:, self.ids.shape[1] - keep :]
             if keep:
                 self._prefill()

@@ -28,7 +28,7 @@ from genie.config import ConfigError
 from genie.models.checkpoint import RunError, dataclass_from, load_checkpoint
 from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.models.lam import LAMConfig, LatentActionModel
-from genie.models.pixels import fit_frames, float_to_video
+from genie.models.pixels import fit_frames, float_to_video, video_to_float
 from genie.models.resolution import DEFAULT_FIT, LEGACY_FIT, check_fit, frame_size
 from genie.models.sampling import RolloutState, check_slide
 from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
@@ -171,8 +171,8 @@ class WorldModel(nn.Module):
         frames = np.asarray(frames)
         frames = frames.reshape((1,) * (5 - frames.ndim) + frames.shape)  # (B, T, H, W, 3)
         fitted = fit_frames(frames.reshape(-1, *frames.shape[2:]), self.frame_size, self.fit)  # (B*T, H, W, 3)
-        video = rearrange(torch.from_numpy(np.ascontiguousarray(fitted)), "(b t) h w c -> b t c h w", b=frames.shape[0])
-        return video.float().div(255).to(self.device)
+        video = torch.from_numpy(np.ascontiguousarray(fitted)).unflatten(0, (frames.shape[0], -1))  # (B, T, H, W, 3)
+        return video_to_float(video).to(self.device)
 
     def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float video (B, T, 3, H, W) -> (ids (B, T, S) with S = h*w tokens, inferred latent actions (B, T-1))."""
@@ -231,4 +231,4 @@ class WorldModel(nn.Module):
     @staticmethod
     def to_uint8(frame: torch.Tensor) -> np.ndarray:
         """float (B, 3, H, W) in [0, 1] -> uint8 (B, H, W, 3) on the host."""
-        return float_to_video(frame[:, None])[:, 0].numpy()
+        return float_to_video(frame).numpy()

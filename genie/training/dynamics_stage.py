@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,14 +12,15 @@ from einops import rearrange
 
 from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
 from genie.data.datamodule import VideoDataModule
+from genie.data.ranks import local_rank
 from genie.data.token_cache import TokenDataModule
 from genie.metrics import psnr
 from genie.models.dynamics import DynamicsConfig, DynamicsModel
-from genie.models.lam import load_lam
+from genie.models.lam import LatentActionModel, load_lam
 from genie.models.pixels import float_to_video, video_to_float
 from genie.models.resolution import format_resolution, frame_size
 from genie.models.sampling import rollout_video
-from genie.models.tokenizer import load_tokenizer
+from genie.models.tokenizer import VideoTokenizer, load_tokenizer
 from genie.training.trainer import SampleLogger, configure_adamw, precision_for
 
 
@@ -56,6 +56,26 @@ def load_frozen(cfg: DynamicsRunConfig):
     return tokenizer, lam
 
 
+@torch.no_grad()
+def tokenize(
+    tokenizer: VideoTokenizer, lam: LatentActionModel, video: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the dynamics stage trains on, from float video (B, T, 3, H, W) in [0, 1] through the frozen
+    tokenizer and LAM (both in eval mode): (token ids (B, T, S) int64 with S = h*w, latent actions
+    (B, T-1) int64). The dynamics stage without a token cache and bench's "dynamics+encode" both call it."""
+    ids = rearrange(tokenizer.encode(video), "b t h w -> b t (h w)")
+    return ids, lam.infer_actions(video)
+
+
+def dynamics_loss(
+    model: DynamicsModel, ids: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The dynamics stage's training loss, the one training and bench both call: token ids (B, T, S) and
+    latent actions (B, T-1), int64 -> (scalar masked-token cross-entropy, {"masked_acc"}: 0-dim tensor), by
+    `DynamicsModel.loss`. No host reads (see tests/test_bench.py)."""
+    return model.loss(ids, actions)
+
+
 class DynamicsModule(L.LightningModule):
     stage = "dynamics"
 
@@ -80,7 +100,7 @@ class DynamicsModule(L.LightningModule):
             return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
         datamodule = TokenDataModule(cfg.data, Path(cfg.run_dir) / "token_cache")
         use_gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_gpu else torch.device("cpu")
+        device = torch.device("cuda", local_rank()) if use_gpu else torch.device("cpu")
         tokenizer, lam = load_frozen(cfg)
         datamodule.build_cache(tokenizer, lam, device, precision_for(cfg.train), progress=progress)
         del tokenizer, lam
@@ -99,22 +119,21 @@ class DynamicsModule(L.LightningModule):
     def tokenize(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Video batch -> (float video (B,T,3,H,W), ids (B,T,S), latent actions (B,T-1))."""
         video = video_to_float(batch["video"])
-        ids = rearrange(self.tokenizer.encode(video), "b t h w -> b t (h w)")
-        return video, ids, self.lam.infer_actions(video)
+        return video, *tokenize(self.tokenizer, self.lam, video)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if "ids" in batch:  # from the token cache
             ids, actions = batch["ids"], batch["latent_actions"]
         else:
             _, ids, actions = self.tokenize(batch)
-        loss, stats = self.model.loss(ids, actions)
+        loss, stats = dynamics_loss(self.model, ids, actions)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/masked_acc", stats["masked_acc"])
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         video, ids, actions = self.tokenize(batch)
-        loss, stats = self.model.loss(ids, actions)
+        loss, stats = dynamics_loss(self.model, ids, actions)
         self.log("val/loss", loss, sync_dist=True)
         self.log("val/masked_acc", stats["masked_acc"], sync_dist=True)
         if batch_idx == 0:

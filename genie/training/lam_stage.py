@@ -41,6 +41,15 @@ class LAMRunConfig:
             raise ConfigError(f"data.seq_len {self.data.seq_len}: the LAM needs clips of at least 2 frames")
 
 
+def lam_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The LAM stage's training loss, the one training and bench both call: float video (B, T, 3, H, W) in
+    [0, 1] -> (scalar loss = MSE of the predicted frames 1..T-1 + quantiser loss, {"recon_mse", "vq_loss"} as
+    0-dim tensors and "ids", the latent action ids (B, T-1)). No host reads (see tests/test_bench.py)."""
+    pred, ids, vq_loss = model(video)
+    recon = F.mse_loss(pred, video[:, 1:])
+    return recon + vq_loss, {"recon_mse": recon, "vq_loss": vq_loss, "ids": ids}
+
+
 class LAMModule(L.LightningModule):
     stage = "lam"
 
@@ -62,15 +71,14 @@ class LAMModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         video = video_to_float(batch["video"])  # (B, T, 3, H, W)
-        pred, ids, vq_loss = self.model(video)
-        recon = F.mse_loss(pred, video[:, 1:])
-        loss = recon + vq_loss
-        batch_perplexity = code_perplexity(ids, self.cfg.model.num_actions)  # on the device: no host read per step
+        loss, terms = lam_loss(self.model, video)
+        # on the device: no host read per step
+        batch_perplexity = code_perplexity(terms["ids"], self.cfg.model.num_actions)
         self.log_dict(
             {
                 "train/loss": loss,
-                "train/recon_mse": recon,
-                "train/vq_loss": vq_loss,
+                "train/recon_mse": terms["recon_mse"],
+                "train/vq_loss": terms["vq_loss"],
                 "train/codebook_perplexity": batch_perplexity,
             },
             prog_bar=False,

@@ -45,6 +45,20 @@ class TokenizerRunConfig:
             raise ConfigError(patch_fix(self.data.resolution, self.model.patch)) from None
 
 
+def tokenizer_loss(
+    model: VideoTokenizer, video: torch.Tensor, l1_weight: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The tokenizer stage's training loss, the one training and bench both call: float video
+    (B, T, 3, H, W) in [0, 1] -> (scalar loss = pixel MSE + quantiser loss (+ `l1_weight` * L1), the terms
+    {"mse", "vq_loss"} as 0-dim tensors on the device). No host reads (see tests/test_bench.py)."""
+    recon, _, vq_loss = model(video)
+    mse = F.mse_loss(recon, video)
+    loss = mse + vq_loss
+    if l1_weight:
+        loss = loss + l1_weight * F.l1_loss(recon, video)
+    return loss, {"mse": mse, "vq_loss": vq_loss}
+
+
 class TokenizerModule(L.LightningModule):
     stage = "tokenizer"
 
@@ -67,12 +81,8 @@ class TokenizerModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         video = video_to_float(batch["video"])  # (B, T, 3, H, W)
-        recon, _, vq_loss = self.model(video)
-        mse = F.mse_loss(recon, video)
-        loss = mse + vq_loss
-        if self.cfg.l1_weight:
-            loss = loss + self.cfg.l1_weight * F.l1_loss(recon, video)
-        self.log_dict({"train/loss": loss, "train/mse": mse, "train/vq_loss": vq_loss})
+        loss, terms = tokenizer_loss(self.model, video, self.cfg.l1_weight)
+        self.log_dict({"train/loss": loss, "train/mse": terms["mse"], "train/vq_loss": terms["vq_loss"]})
         self._log_speed(video.shape[0] * video.shape[1])
         return loss
 

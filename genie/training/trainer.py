@@ -26,21 +26,11 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
 from genie.config import TrainConfig, to_dict
+from genie.data.ranks import is_launch_rank_zero
 from genie.data.video import write_gif, write_image
 from genie.models.checkpoint import RunError, load_checkpoint, refused, stage_of
 
 log = logging.getLogger(__name__)
-
-
-def is_launch_rank_zero() -> bool:
-    """True in the process that started the run: a multi-process launch (Lightning's own, which re-runs the
-    command for ranks >= 1, or torchrun) sets RANK or LOCAL_RANK/NODE_RANK in the other processes; srun
-    starts every rank itself and sets only SLURM_PROCID."""
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"]) == 0
-    if "LOCAL_RANK" in os.environ or "NODE_RANK" in os.environ:
-        return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
-    return int(os.environ.get("SLURM_PROCID", "0")) == 0
 
 
 def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -> Path | None:
