@@ -345,6 +345,9 @@ def run_bench(
 
 
 def bench_command(args) -> None:
+    """`genie bench`: train-step, play and data-loading speeds of a bundle or config, printed per row and written
+    as JSON to `args.out` (rewritten after each row). Raises ConfigError for an unknown stage or --dtype, a model
+    or config that cannot be loaded, or a data folder that cannot be read."""
     device = resolve_device(args.device)
     stages = None if args.stages is None else [] if args.stages == "none" else [s for s in args.stages.split(",") if s]
     play_batches = tuple(int(b) for b in args.play_batches.split(",") if b)

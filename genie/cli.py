@@ -106,6 +106,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `genie` argument parser: one subcommand per command, each importing its module only when it runs."""
     parser = argparse.ArgumentParser(
         prog="genie", description="Turn unlabeled gameplay video into a playable world model."
     )
@@ -293,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `genie` with `argv` (sys.argv[1:] when None); returns the exit status: 0, 2 for a user error (printed as
+    one line; tracebacks with -v), 130 on Ctrl-C. Errors that are not user errors (genie.errors.USER_ERRORS)
+    propagate."""
     parser = build_parser()
     # overrides may come before or after options (argparse binds a '*' positional only once)
     args, extra = parser.parse_known_args(argv)

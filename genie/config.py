@@ -146,6 +146,7 @@ def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass (nested) -> plain dict of its fields, as saved in config.yaml and checkpoints."""
     return dataclasses.asdict(cfg)
 
 
@@ -168,6 +169,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `update`, recursing into mappings present in both; neither input is modified."""
     out = dict(base)
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -178,6 +180,8 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file at `path` ({} for an empty file). Raises ConfigError when the file is missing,
+    is not valid YAML, or does not hold a mapping at the top level."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found (see configs/ for examples)")
@@ -198,4 +202,5 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
+    """Write config dataclass `cfg` to `path` as YAML, fields in declaration order (readable by load_config)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

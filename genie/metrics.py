@@ -131,6 +131,7 @@ def fit_probe_accuracy(
 
 
 def mean_finite(values) -> float:
+    """The mean of the finite values (None, nan and inf skipped) as a float; nan when none is left."""
     values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return float(np.mean(values)) if values else float("nan")
 

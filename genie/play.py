@@ -55,6 +55,7 @@ VIDEO_SIDE = 256  # the mp4 is upscaled (nearest) to at least this side: yuv420p
 
 
 def encode_png(frame: np.ndarray) -> bytes:
+    """uint8 image (H, W, 3) -> PNG bytes."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -79,6 +80,9 @@ class PlaySession:
         self.closed = False
 
     def reset(self, seed: int | None = None) -> dict:
+        """Start a new session from the prompt (seeded when `seed` is given) on the model thread; returns the first
+        frame's record (session, index, action, latency_ms, png)."""
+
         def run() -> dict:
             start = time.perf_counter()
             frame = self.world.reset(self.prompt, seed=seed)[0]
@@ -150,6 +154,7 @@ class PlaySession:
             return path.read_bytes()
 
     def close(self) -> None:
+        """Wake every waiting event stream to end, and stop the model thread without waiting for it."""
         with self.changed:
             self.closed = True
             self.changed.notify_all()
@@ -183,6 +188,7 @@ def action_info(action_map: ActionMap | None) -> dict:
 
 
 def frame_json(frame: dict, with_png: bool = False) -> dict:
+    """A frame record as JSON-able data: without the PNG bytes, or with them as a data: URL when `with_png`."""
     out = {k: v for k, v in frame.items() if k != "png"}
     if with_png:
         out["png"] = "data:image/png;base64," + base64.b64encode(frame["png"]).decode()
@@ -190,6 +196,8 @@ def frame_json(frame: dict, with_png: bool = False) -> dict:
 
 
 def int_param(value, name: str, low: int, high: int) -> int:
+    """A request parameter (int or decimal string) as an int in low..high. Raises RequestError (400 Bad Request)
+    naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer in {low}..{high}, got {value!r}")
     try:
@@ -211,6 +219,7 @@ class PlayHandler(BaseHTTPRequestHandler):
     # ---------------------------------------------------------------------------------- routing
 
     def do_GET(self) -> None:
+        """Serve a GET: the page, /info, /events, /frame.png, /video.mp4 or a static file."""
         routes = {
             "/": lambda q: self.send_static("play.html"),
             "/info": self.get_info,
@@ -221,9 +230,12 @@ class PlayHandler(BaseHTTPRequestHandler):
         self.route(routes, post_only=("/step", "/reset"))
 
     def do_POST(self) -> None:
+        """Serve a POST: /step or /reset."""
         self.route({"/step": self.post_step, "/reset": self.post_reset}, post_only=())
 
     def route(self, routes: dict, post_only: tuple[str, ...]) -> None:
+        """Dispatch the request to the handler for its path in `routes`; a RequestError becomes a JSON error response
+        with its status, and a path in `post_only` asked by GET a 405."""
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
@@ -246,6 +258,7 @@ class PlayHandler(BaseHTTPRequestHandler):
     # -------------------------------------------------------------------------------- endpoints
 
     def get_info(self, query: dict) -> None:
+        """GET /info: the model's actions, frame size, names and sampling settings, and the latest frame, as JSON."""
         session, world = self.server.session, self.server.session.world
         latest = session.latest
         height, width = world.frame_size
@@ -265,6 +278,8 @@ class PlayHandler(BaseHTTPRequestHandler):
         self.send_json({**info, **action_info(session.action_map)})
 
     def post_step(self, query: dict) -> None:
+        """POST /step {"action": ID or name}: advance one frame and answer with its record. Raises RequestError (400)
+        for a missing or malformed action or an id outside the model's actions."""
         body = self.read_json()
         if "action" not in body and "action" not in query:
             raise RequestError(HTTPStatus.BAD_REQUEST, 'missing action: POST {"action": ID} or /step?action=ID')
@@ -287,17 +302,22 @@ class PlayHandler(BaseHTTPRequestHandler):
         self.send_json(frame_json(frame))
 
     def post_reset(self, query: dict) -> None:
+        """POST /reset {"seed": N} (optional): start over from the prompt and answer with the first frame's record.
+        Raises RequestError (400) for a seed that is not an integer in 0..2**63-1."""
         seed = self.read_json().get("seed", query.get("seed"))
         seed = None if seed is None else int_param(seed, "seed", 0, 2**63 - 1)
         self.send_json(frame_json(self.server.session.reset(seed)))
 
     def get_frame(self, query: dict) -> None:
+        """GET /frame.png: the latest frame as PNG, with X-Frame-Index and X-Session headers."""
         latest = self.server.session.latest
         self.send_bytes(
             latest["png"], "image/png", {"X-Frame-Index": str(latest["index"]), "X-Session": str(latest["session"])}
         )
 
     def get_video(self, query: dict) -> None:
+        """GET /video.mp4?fps=&scale=: the session's frames so far as an MP4 download. Raises RequestError (400) for
+        fps outside 1..60 or scale outside 1..32."""
         session = self.server.session
         fps = int_param(query.get("fps", 10), "fps", 1, 60)
         scale = int_param(query.get("scale", max(1, -(-VIDEO_SIDE // min(session.world.frame_size)))), "scale", 1, 32)
@@ -328,6 +348,8 @@ class PlayHandler(BaseHTTPRequestHandler):
     # ---------------------------------------------------------------------------------- helpers
 
     def read_json(self) -> dict:
+        """The request body as a JSON object ({} when empty). Raises RequestError (400) for invalid JSON or a body
+        that is not an object."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not raw.strip():
@@ -341,6 +363,8 @@ class PlayHandler(BaseHTTPRequestHandler):
         return body
 
     def send_static(self, name: str) -> None:
+        """Send the file `name` from the static folder. Raises RequestError (404) for a path with a separator, a
+        missing file or an unknown suffix."""
         path = STATIC_DIR / name
         # only files directly in static/: no "..", no subfolders
         if "/" in name or "\\" in name or not path.is_file() or path.suffix not in CONTENT_TYPES:
@@ -348,11 +372,13 @@ class PlayHandler(BaseHTTPRequestHandler):
         self.send_bytes(path.read_bytes(), CONTENT_TYPES[path.suffix], {"Cache-Control": "no-cache"})
 
     def send_json(self, obj: dict, status: HTTPStatus = HTTPStatus.OK) -> None:
+        """Send `obj` as a JSON response with `status`."""
         self.send_bytes(json.dumps(obj).encode(), "application/json", status=status)
 
     def send_bytes(
         self, data: bytes, content_type: str, headers: dict | None = None, status: HTTPStatus = HTTPStatus.OK
     ) -> None:
+        """Send `data` with its content type, extra headers and `status`."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -362,6 +388,7 @@ class PlayHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args) -> None:
+        """Request logs go to the debug log, not stderr."""
         log.debug("%s %s", self.address_string(), format % args)
 
 
@@ -374,15 +401,18 @@ class PlayServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """The page's URL (a wildcard host shown as the loopback address)."""
         host, port = self.server_address[:2]
         host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
         return f"http://{host}:{port}/"
 
     def handle_error(self, request, client_address) -> None:
+        """Log errors of a request, except a closed connection (a closed tab), which is routine."""
         if not isinstance(sys.exc_info()[1], ConnectionError):  # closed tabs are routine
             super().handle_error(request, client_address)
 
     def server_close(self) -> None:
+        """Close the play session (ending event streams), then the socket."""
         self.session.close()
         super().server_close()
 
@@ -418,6 +448,9 @@ def make_server(
 
 
 def play_command(args) -> None:
+    """`genie play`: serve a bundle as a playable page on `args.host`:`args.port` until Ctrl-C. Raises ConfigError
+    for bad sampling settings, a bundle without a sample prompt and no --prompt, or a port that cannot be bound;
+    RunError for a file that is not a bundle; VideoError for an unreadable prompt."""
     world = WorldModel.load(args.model, device=resolve_device(args.device))
     world.set_sampling(args.steps, args.temperature, args.slide)  # a bad value is a ConfigError
     if args.compile:

@@ -82,10 +82,16 @@ def compare(world: WorldModel, clip: np.ndarray, prompt_frames: int, seed: int =
 
 
 def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 frames (T, H, W, 3) -> (T, scale*H, scale*W, 3), each pixel repeated (nearest neighbour)."""
     return frames.repeat(scale, axis=1).repeat(scale, axis=2) if scale > 1 else frames
 
 
 def rollout_command(args) -> None:
+    """`genie rollout`: roll a bundle out from a prompt video's last `args.prompt_frames` frames with the given
+    latent actions (or, with --compare, the real clip beside its replay from its own inferred actions) and
+    write the frames, upscaled `args.scale` times, as a video to `args.out`. Raises ConfigError for bad
+    sampling settings, actions or a prompt too short for --compare; RunError for a file that is not a bundle;
+    VideoError for an unreadable prompt."""
     world = WorldModel.load(args.model, device=resolve_device(args.device))
     world.set_sampling(args.steps, args.temperature, args.slide)  # a bad value is a ConfigError
     # a plain rollout needs only the prompt's last frames: read_frames keeps no more than those in memory

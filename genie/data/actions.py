@@ -115,6 +115,7 @@ class InverseDynamics(nn.Module):
         )
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """float frames before and after, (N, 3, H, W) each -> action logits (N, num_actions)."""
         return self.net(torch.cat([before, after - before], dim=1))
 
 
@@ -228,10 +229,12 @@ class ActionMap:
 
     @property
     def num_codes(self) -> int:
+        """How many latent action codes the map covers."""
         return self.counts.shape[0]
 
     @property
     def labels(self) -> int:
+        """How many labelled transitions the map was counted from."""
         return int(self.counts.sum())
 
     def action_given_code(self) -> np.ndarray:

@@ -15,6 +15,7 @@ META_FILE = "meta.json"
 
 
 def read_meta(cache_dir: Path) -> dict | None:
+    """The cache folder's meta.json as a dict, or None when it is missing or not valid JSON."""
     try:
         return json.loads((cache_dir / META_FILE).read_text())
     except (OSError, json.JSONDecodeError):
@@ -22,6 +23,7 @@ def read_meta(cache_dir: Path) -> dict | None:
 
 
 def matches(cache_dir: Path, key: dict) -> bool:
+    """True when `cache_dir`'s meta.json holds every entry of `key` with the same value (the cache is current)."""
     meta = read_meta(cache_dir)
     return meta is not None and all(meta.get(k) == v for k, v in key.items())
 

@@ -263,6 +263,7 @@ class VideoClips(Dataset):
         return {**self.__dict__, "_readers": {}, "_pid": None, "_inherited": []}
 
     def frame_indices(self, index: int) -> np.ndarray:
+        """The frame numbers in its video of clip `index`: int64 (seq_len,), `frame_stride` apart."""
         _, start = self.clips[index]
         return start + np.arange(self.seq_len) * self.frame_stride
 

@@ -31,6 +31,9 @@ class VideoDataModule(L.LightningDataModule):
         self.val_set: VideoClips | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        """Find the usable videos, split them by file into training and validation clips, and build (or reuse) the
+        frame cache when configured; a no-op after the first call. Raises DataError when the data folder is
+        missing or holds no usable video."""
         if self.train_set is not None:
             return
         cfg = self.cfg
@@ -80,9 +83,13 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Batches {"video": uint8 (B, T, H, W, 3), "actions": int64 (B, T-1), ...} of training clips, in the
+        resumable, rank-sharded ClipStream order. Raises DataError as `setup`."""
         sampler = self.train_sampler()  # sets up the clips first
         return self._loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader:
+        """Batches of validation clips in a fixed order, the same fields as `train_dataloader`. Raises DataError as
+        `setup`."""
         self.setup()
         return self._loader(self.val_set)

@@ -43,6 +43,8 @@ CHUNK_BYTES = 64 * 2**20  # decoded frames per work item while building (at the 
 
 
 def cache_key(clips: VideoClips) -> dict:
+    """What the frame cache of `clips` depends on (cache version, resolution, fit, the videos' digest): the dict
+    stored in its meta.json and compared by cachedir.matches."""
     return {
         "version": CACHE_VERSION,
         "resolution": json_resolution(clips.resolution),
@@ -177,6 +179,8 @@ class CachedClips(VideoClips):
         return {**super().__getstate__(), "_frames": None, "_frames_pid": None}
 
     def decode(self, video_idx: int, frames_idx: np.ndarray) -> np.ndarray:
+        """Frames `frames_idx` (int array, ascending) of video `video_idx` from the cache: uint8 (len(frames_idx),
+        H, W, 3), read through a per-process memory map."""
         if self._frames_pid != os.getpid():  # each worker process maps the file itself
             self._frames, self._frames_pid = np.load(self.cache_dir / "frames.npy", mmap_mode="r"), os.getpid()
         first = self.offsets[video_idx]

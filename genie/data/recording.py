@@ -56,6 +56,7 @@ class EpisodeWriter:
 
     @staticmethod
     def progress(iterable, name: str, enabled: bool = True):
+        """`iterable` wrapped in a tqdm bar labelled "recording <name>" (a plain pass-through when not `enabled`)."""
         from tqdm import tqdm
 
         return tqdm(iterable, desc=f"recording {name}", unit="episode", disable=not enabled)

@@ -189,6 +189,8 @@ class TokenDataModule(VideoDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
+        """VideoDataModule.setup, then open the token cache. Raises RuntimeError when the cache holds a different
+        number of clips than the training set (delete the folder to rebuild it); DataError as VideoDataModule.setup."""
         super().setup(stage)
         if self.train_tokens is None:
             self.train_tokens = TokenClips(self.cache_dir)
@@ -199,6 +201,8 @@ class TokenDataModule(VideoDataModule):
                 )
 
     def train_dataloader(self) -> DataLoader:
+        """Batches {"ids": int64 (B, T, S), "latent_actions": int64 (B, T-1)} from the token cache, in the same
+        clip order as video training."""
         sampler = self.train_sampler()  # sets up the clips and the cache first
         # the same clip order as video training; reading a few kB of ids per clip needs no worker processes
         return DataLoader(

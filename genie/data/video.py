@@ -55,6 +55,7 @@ class VideoWriter:
         self._container = self._stream = None
 
     def write(self, frames: np.ndarray) -> None:
+        """Append uint8 frames (T, H, W, 3). Raises VideoError for another dtype or shape."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise VideoError(
@@ -81,6 +82,7 @@ class VideoWriter:
                 self._container.mux(packet)
 
     def close(self) -> Path:
+        """Finish the file (flush the encoder, or write the GIF); returns its path. Safe to call twice."""
         if self._gif is not None:
             if self._gif:
                 write_gif(self.path, np.stack(self._gif), self.fps)
@@ -107,6 +109,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 10, lossless: b
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
+    """Write uint8 frames (T, H, W, 3) to `path` as a looping GIF at `fps` frames a second; returns the path."""
     from PIL import Image
 
     path = Path(path)
@@ -116,6 +119,7 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write one uint8 image (H, W, 3) to `path` (format from the suffix), creating the folder; returns the path."""
     from PIL import Image
 
     path = Path(path)
@@ -197,9 +201,11 @@ class DecordReader:
         self.num_frames = len(self._reader)
 
     def get_batch(self, indices) -> np.ndarray:
+        """Frames `indices` (ints) -> uint8 (len(indices), H, W, 3)."""
         return self._reader.get_batch(list(indices)).asnumpy()
 
     def iter_frames(self, chunk: int, stop: int | None = None) -> Iterator[np.ndarray]:
+        """The frames 0..stop-1 (all when None) in order, as uint8 (<=chunk, H, W, 3) arrays."""
         stop = self.num_frames if stop is None else min(stop, self.num_frames)
         for start in range(0, stop, chunk):
             yield self.get_batch(range(start, min(stop, start + chunk)))
@@ -297,6 +303,8 @@ class PyAVReader:
         return np.rot90(array, k=self.rotation // 90) if self.rotation else array
 
     def get_batch(self, indices) -> np.ndarray:
+        """Frames `indices` (ints) -> uint8 (len(indices), H, W, 3). Raises VideoError for a frame that cannot
+        be decoded."""
         frames = []
         for index in indices:
             frame = self._frame_at(int(index))
@@ -327,6 +335,7 @@ class PyAVReader:
 
     @property
     def declared_frames(self) -> int:
+        """The frame count the container declares (0 when it declares none); may differ from the decodable count."""
         return int(self._stream.frames or 0)
 
 
@@ -352,9 +361,11 @@ class ImageFolderReader:
         return image
 
     def get_batch(self, indices) -> np.ndarray:
+        """Images `indices` (ints) of the folder, in name order -> uint8 (len(indices), H, W, 3)."""
         return np.stack([self._image(int(i)) for i in indices])
 
     def iter_frames(self, chunk: int, stop: int | None = None) -> Iterator[np.ndarray]:
+        """The images 0..stop-1 (all when None) in order, as uint8 (<=chunk, H, W, 3) arrays."""
         stop = self.num_frames if stop is None else min(stop, self.num_frames)
         for start in range(0, stop, chunk):
             yield self.get_batch(range(start, min(stop, start + chunk)))

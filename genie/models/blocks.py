@@ -44,6 +44,7 @@ class Mlp(nn.Module):
         self.drop2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., dim): fc1, activation, dropout, fc2, dropout."""
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
@@ -63,15 +64,19 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (N, L, dim) -> q, k, v, each (N, heads, L, head_dim), q and k normalised."""
         q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.num_heads)
         return self.q_norm(q), self.k_norm(k), v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+        """Scaled dot-product attention of q (N, heads, Lq, d) over k, v (N, heads, Lk, d) (causal: query i sees
+        keys 0..i), projected back to (N, Lq, dim)."""
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=p)
         return self.proj(rearrange(out, "n h l d -> n l (h d)"))
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """Self-attention: x (N, L, dim) -> (N, L, dim)."""
         return self.attend(*self.qkv_heads(x), causal=causal)
 
 
@@ -92,6 +97,8 @@ class STBlock(nn.Module):
         return x + rearrange(self.attn_space(h), "(b t) s d -> b t s d", b=b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, S, D)
+        """x (B, T, S, D) -> (B, T, S, D): attention over space (S) within each frame, then over time (T, causal when
+        the block is) at each position, then the MLP, each residual."""
         b, t, s, _ = x.shape
         x = self._space(x)
         h = rearrange(self.norm_time(x), "b t s d -> (b s) t d")
@@ -136,6 +143,7 @@ class STTransformer(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, S, D) -> (B, T, S, D): every block, then the final norm."""
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
@@ -201,6 +209,8 @@ class PatchEmbed(nn.Module):
         self.pos_time = nn.Parameter(torch.randn(1, max_frames, 1, dim) * 0.02)
 
     def forward(self, video: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        """float video (B, T, 3, H, W) -> tokens (B, T, (H/p)*(W/p), dim) with space and time position embeddings,
+        time positions starting at `t0`."""
         x = rearrange(video, "b t c (h p) (w q) -> b t (h w) (p q c)", p=self.patch, q=self.patch)
         x = self.proj(x)
         return x + self.pos_space + self.pos_time[:, t0 : t0 + x.shape[1]]

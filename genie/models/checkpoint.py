@@ -61,6 +61,7 @@ def refused(path: str | Path, error: Exception) -> RunError:
 
 
 def stage_of(ckpt: dict) -> str | None:
+    """The stage name ("tokenizer", "lam", "dynamics") recorded in a loaded checkpoint dict, or None."""
     return (ckpt.get("hyper_parameters") or {}).get("stage") or ckpt.get("stage")
 
 

@@ -46,6 +46,7 @@ class VectorQuantizer(nn.Module):
         self._host_calls = None  # re-read `calls` from the loaded buffer at the next training step
 
     def codes(self) -> torch.Tensor:
+        """The codebook, L2-normalised: float (num_codes, code_dim)."""
         return F.normalize(self.codebook, dim=-1)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,7 @@ def grid_value(grid: tuple[int, int]) -> int | tuple[int, int]:
 
 
 def check_fit(fit: str, key: str = "data.fit") -> str:
+    """`fit` if it is one of FITS ("crop", "pad", "resize"), else ValueError naming `key`."""
     if fit not in FITS:
         raise ValueError(f"{key} must be one of {', '.join(FITS)}, got {fit!r}")
     return fit

@@ -84,6 +84,7 @@ class VideoTokenizer(nn.Module):
         self._compiled_decode = None  # set by compile_decoding()
 
     def num_params(self) -> int:
+        """The number of parameters (trainable or not)."""
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------------------ one window

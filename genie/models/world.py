@@ -42,16 +42,20 @@ class ActionError(ValueError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; anything else -> torch.device(device) (RuntimeError if torch
+    cannot parse it)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
 def default_slide(max_frames: int) -> int:
+    """The default context slide for a window of `max_frames` frames: half the window, at least 1."""
     return max(1, max_frames // 2)
 
 
 def is_bundle(obj) -> bool:
+    """True when `obj` (a loaded file) is a world-model bundle dict (format BUNDLE_FORMAT)."""
     return isinstance(obj, dict) and obj.get("format") == BUNDLE_FORMAT
 
 
@@ -91,6 +95,8 @@ class WorldModel(nn.Module):
     # --------------------------------------------------------------------------------- save / load
 
     def save(self, path: str | Path) -> Path:
+        """Write the bundle (three models' configs and weights on the CPU, sampling settings, frame size and fit,
+        meta, sample prompt) to `path` atomically (via a .tmp file), creating the folder; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         bundle = {
@@ -116,6 +122,9 @@ class WorldModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> WorldModel:
+        """The world model in the bundle at `path`, on `device` ("auto", "cpu", "cuda", ...). Raises RunError when the
+        file is missing, is not a bundle or holds what torch.load(weights_only=True) refuses; ConfigError for a
+        stored config it cannot parse."""
         bundle = load_checkpoint(path)
         if not is_bundle(bundle):
             raise RunError(
@@ -163,6 +172,7 @@ class WorldModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return next(self.parameters()).device
 
     def to_float(self, frames) -> torch.Tensor:

@@ -96,6 +96,10 @@ class DynamicsModule(L.LightningModule):
 
     @staticmethod
     def make_datamodule(cfg: DynamicsRunConfig, progress: bool = True) -> VideoDataModule:
+        """The data of the dynamics stage: the video clips of `cfg.data`, or, with `cfg.token_cache`, a
+        TokenDataModule whose cache (ids and latent actions of every training clip) is built here by the frozen
+        tokenizer and LAM when missing or stale. Raises RunError when those checkpoints cannot be loaded, ConfigError
+        when they were trained at another resolution than data.resolution."""
         if not cfg.token_cache:
             return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
         datamodule = TokenDataModule(cfg.data, Path(cfg.run_dir) / "token_cache")
@@ -109,6 +113,8 @@ class DynamicsModule(L.LightningModule):
         return datamodule
 
     def train(self, mode: bool = True):
+        """Set training mode on the dynamics model only: the frozen tokenizer and LAM stay in eval mode (no
+        dropout, no codebook restarts)."""
         # the tokenizer and LAM stay in eval mode: no dropout, no codebook restarts
         super().train(mode)
         self.tokenizer.eval()
@@ -122,6 +128,8 @@ class DynamicsModule(L.LightningModule):
         return video, *tokenize(self.tokenizer, self.lam, video)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The loss of one batch (token-cache ids and actions, or video tokenized here): scalar float tensor; logs
+        train/loss and train/masked_acc."""
         if "ids" in batch:  # from the token cache
             ids, actions = batch["ids"], batch["latent_actions"]
         else:
@@ -132,6 +140,7 @@ class DynamicsModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Log val/loss and val/masked_acc of a video batch, and on the first batch the rollout metrics."""
         video, ids, actions = self.tokenize(batch)
         loss, stats = dynamics_loss(self.model, ids, actions)
         self.log("val/loss", loss, sync_dist=True)
@@ -156,4 +165,5 @@ class DynamicsModule(L.LightningModule):
             )
 
     def configure_optimizers(self):
+        """AdamW with warmup and cosine decay from the run's train config (trainer.configure_adamw)."""
         return configure_adamw(self.model, self.cfg.train)

@@ -64,12 +64,16 @@ class LAMModule(L.LightningModule):
 
     @staticmethod
     def make_datamodule(cfg: LAMRunConfig) -> VideoDataModule:
+        """The video clips of `cfg.data`, with the frame cache under `cfg.run_dir` when configured."""
         return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
 
     def configure_optimizers(self):
+        """AdamW with warmup and cosine decay from the run's train config (trainer.configure_adamw)."""
         return configure_adamw(self, self.cfg.train)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The loss of a video batch (uint8 (B, T, H, W, 3)): scalar float tensor; logs train/loss, train/recon_mse,
+        train/vq_loss and the batch's codebook perplexity."""
         video = video_to_float(batch["video"])  # (B, T, 3, H, W)
         loss, terms = lam_loss(self.model, video)
         # on the device: no host read per step
@@ -86,9 +90,12 @@ class LAMModule(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
+        """Empty the per-epoch validation accumulators."""
         self._val = {"psnr": [], "psnr_random": [], "ids": [], "z": [], "actions": []}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Accumulate a video batch's next-frame PSNR (with the inferred and with random codes), codes, encoder
+        outputs and true actions, and log sample predictions when due."""
         video = video_to_float(batch["video"])  # (B, T, 3, H, W)
         z_q, ids, _, z = self.model.encode(video)
         pred = self.model.decode(video[:, :-1], z_q)
@@ -106,6 +113,8 @@ class LAMModule(L.LightningModule):
             self._log_samples(video, pred, pred_random)
 
     def on_validation_epoch_end(self) -> None:
+        """Log lam_psnr, lam_delta_psnr, the codebook statistics and, where true actions are known, action_nmi
+        and action_probe_acc."""
         values = {k: torch.cat(v) for k, v in self._val.items() if v}
         if not values:
             return

@@ -74,12 +74,16 @@ class TokenizerModule(L.LightningModule):
 
     @staticmethod
     def make_datamodule(cfg: TokenizerRunConfig) -> VideoDataModule:
+        """The video clips of `cfg.data`, with the frame cache under `cfg.run_dir` when configured."""
         return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
 
     def configure_optimizers(self):
+        """AdamW with warmup and cosine decay from the run's train config (trainer.configure_adamw)."""
         return configure_adamw(self.model, self.cfg.train)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The loss of a video batch (uint8 (B, T, H, W, 3)): scalar float tensor; logs train/loss, train/mse,
+        train/vq_loss and the training speed."""
         video = video_to_float(batch["video"])  # (B, T, 3, H, W)
         loss, terms = tokenizer_loss(self.model, video, self.cfg.l1_weight)
         self.log_dict({"train/loss": loss, "train/mse": terms["mse"], "train/vq_loss": terms["vq_loss"]})
@@ -99,6 +103,7 @@ class TokenizerModule(L.LightningModule):
         self._tic = now
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Log recon_psnr and recon_ssim of a video batch, count its codes, and log a sample when due."""
         video = video_to_float(batch["video"])
         recon, ids, _ = self.model(video)
         size = video.shape[0]
@@ -111,6 +116,7 @@ class TokenizerModule(L.LightningModule):
             self._next_sample_step = (self.global_step // every + 1) * every
 
     def on_validation_epoch_end(self) -> None:
+        """Log the codebook usage of the epoch's validation codes, summed over ranks."""
         counts = self.trainer.strategy.reduce(self.val_code_counts, reduce_op="sum")
         self.log_dict(code_count_stats(counts), rank_zero_only=True)
         self.val_code_counts.zero_()

@@ -119,6 +119,7 @@ class FinalCheckpoint(Callback):
     """
 
     def on_train_end(self, trainer, pl_module) -> None:
+        """Save checkpoints/last.ckpt when training ends, whatever the checkpoint intervals."""
         trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
 
 
@@ -136,6 +137,7 @@ class NaNGuard(Callback):
         self._first_bad: torch.Tensor | None = None  # the first step whose loss was not finite, -1 while none
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
+        """Note, on the device (no host read), the first step whose loss is not finite."""
         bad = ~torch.isfinite(loss.detach()).all()
         if self._first_bad is None:
             self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
@@ -153,13 +155,16 @@ class NaNGuard(Callback):
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Check for a non-finite loss every `check_every` steps."""
         if trainer.global_step % self.check_every == 0:
             self.check(trainer)
 
     def on_validation_start(self, trainer, pl_module) -> None:
+        """Check for a non-finite loss before validation."""
         self.check(trainer)  # validation rollouts would sample from nan probabilities
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        """Check for a non-finite loss before a checkpoint is written."""
         # before the file is written; Lightning calls this only for full checkpoints (not save_weights_only),
         # which are the only kind this project writes
         self.check(trainer)
@@ -184,6 +189,8 @@ def _logger(cfg: TrainConfig, run_dir: Path, name: str):
 
 
 def precision_for(cfg: TrainConfig) -> str:
+    """The Lightning precision string for `cfg`: cfg.precision unless "auto", which is "bf16-mixed" on a GPU that
+    supports bfloat16 and "32-true" otherwise."""
     if cfg.precision != "auto":
         return cfg.precision
     use_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
@@ -193,6 +200,9 @@ def precision_for(cfg: TrainConfig) -> str:
 def make_trainer(
     cfg: TrainConfig, run_dir: str | Path, name: str, extra_callbacks: list | None = None, progress: bool = True
 ) -> L.Trainer:
+    """The Lightning Trainer of a stage: checkpoints under `run_dir`/checkpoints every cfg.ckpt_every_steps
+    steps (and cfg.ckpt_every_minutes), always refreshing last.ckpt, a final checkpoint, the NaN guard, the
+    logger named `name`, `extra_callbacks`, and a progress bar when `progress`."""
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [
