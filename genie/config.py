@@ -145,6 +145,24 @@ def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def follow_data(model: Any, name: str, value: Any, source: str, same: Any = None) -> None:
+    """Set field `name` of model config `model` to `value`, which the run config derives from data field
+    `source` (e.g. model.resolution from data.resolution), unless the user set the field to something else.
+
+    A field left at its dataclass default is derived; one already equal to `value` (by `same(a, b)`, default
+    ==) is kept; any other is refused with a one-line ConfigError naming both fields, never overwritten. (A
+    value the user set equal to the default cannot be told from the default, and is derived.)"""
+    defaults = {f.name: f.default for f in dataclasses.fields(model)}
+    current = getattr(model, name)
+    if current == defaults[name] or (same or (lambda a, b: a == b))(current, value):
+        setattr(model, name, value)
+        return
+    raise ConfigError(
+        f"model.{name} is {current} but {source} is {value}: the model follows {source}, "
+        f"so leave model.{name} out (or set it to {value})"
+    )
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A config dataclass (nested) -> plain dict of its fields, as saved in config.yaml and checkpoints."""
     return dataclasses.asdict(cfg)

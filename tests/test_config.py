@@ -215,3 +215,44 @@ def test_train_all_routes_prefixed_overrides_to_their_stage():
 def test_train_all_names_the_stage_of_a_bad_override():
     with pytest.raises(ConfigError, match=r"^lam stage: unknown config key 'model\.depht'"):
         stage_configs(GENIE_YAML, ["lam.model.depht=2"])
+
+
+# ------------------------------------------------------------------ model fields derived from the data
+
+
+@pytest.mark.parametrize(
+    "stage, overrides, fields",
+    [
+        (
+            "tokenizer",
+            ["data.resolution=32", "model.resolution=48"],
+            ("model.resolution is 48", "data.resolution is 32"),
+        ),
+        ("tokenizer", ["data.seq_len=8", "model.max_frames=4"], ("model.max_frames 4", "data.seq_len 8")),
+        ("lam", ["data.resolution=32", "model.resolution=[16,32]"], ("model.resolution", "data.resolution is 32")),
+        ("lam", ["data.seq_len=8", "model.max_frames=4"], ("model.max_frames is 4", "data.seq_len is 8")),
+        ("dynamics", ["data.seq_len=8", "model.max_frames=4"], ("model.max_frames is 4", "data.seq_len is 8")),
+    ],
+)
+def test_a_model_field_set_against_the_data_is_refused_not_overwritten(stage, overrides, fields):
+    from genie.training.pipeline import STAGES
+
+    with pytest.raises(ConfigError) as info:
+        load_config(STAGES[stage][0], None, overrides)
+    message = str(info.value)
+    assert "\n" not in message and all(field in message for field in fields), message
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "lam", "dynamics"])
+def test_model_fields_left_at_their_defaults_or_equal_follow_the_data(stage):
+    from genie.training.pipeline import STAGES
+
+    cls = STAGES[stage][0]
+    # the dynamics model has no patch: its grid is the tokenizer's
+    patch = [] if stage == "dynamics" else ["model.patch=8"]
+    cfg = load_config(cls, None, ["data.resolution=[32,48]", "data.seq_len=20", *patch])
+    if stage != "dynamics":
+        assert cfg.model.resolution == (32, 48)
+    assert cfg.model.max_frames == 20
+    same = load_config(cls, None, ["data.seq_len=6", "model.max_frames=6"])
+    assert same.model.max_frames == 6

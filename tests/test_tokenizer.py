@@ -146,10 +146,11 @@ def test_wrong_frame_size_is_a_clear_error():
 
 
 def test_run_config_takes_resolution_and_clip_length_from_the_data():
-    cfg = TokenizerRunConfig(
-        data=DataConfig(resolution=32, seq_len=12), model=TokenizerConfig(resolution=64, max_frames=8)
-    )
-    assert cfg.model.resolution == 32 and cfg.model.max_frames == 12
+    # model fields left at their defaults are derived from the data; one the user set is kept, never overwritten
+    cfg = TokenizerRunConfig(data=DataConfig(resolution=32, seq_len=20))
+    assert cfg.model.resolution == 32 and cfg.model.max_frames == 20
+    cfg = TokenizerRunConfig(data=DataConfig(resolution=32, seq_len=12), model=TokenizerConfig(max_frames=24))
+    assert cfg.model.max_frames == 24
     with pytest.raises(ConfigError, match="divisible by model.patch 4"):
         TokenizerRunConfig(data=DataConfig(resolution=30))
 

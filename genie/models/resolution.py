@@ -32,6 +32,11 @@ def frame_size(resolution) -> tuple[int, int]:
     return int(resolution), int(resolution)
 
 
+def same_frame_size(a, b) -> bool:
+    """True when resolutions `a` and `b` (int R for R x R, or (H, W)) give the same frame size."""
+    return frame_size(a) == frame_size(b)
+
+
 def canonical_resolution(value, key: str = "data.resolution") -> int | tuple[int, int]:
     """A resolution as a config holds it (64, "64", [90, 160], (90, 160), "90x160", "90,160") -> int when
     square, else (H, W). Raises ValueError naming `key` for anything else (sides must be positive ints)."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
+from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, to_dict
 from genie.data.datamodule import VideoDataModule
 from genie.data.ranks import local_rank
 from genie.data.token_cache import TokenDataModule
@@ -38,8 +38,8 @@ class DynamicsRunConfig:
 
     def __post_init__(self) -> None:
         # time positions past the training clip length would never be trained: rollouts slide a window
-        # of seq_len frames instead
-        self.model.max_frames = self.data.seq_len
+        # of seq_len frames instead (a different model.max_frames is refused)
+        follow_data(self.model, "max_frames", self.data.seq_len, "data.seq_len")
 
 
 def load_frozen(cfg: DynamicsRunConfig):

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
+from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, to_dict
 from genie.data.datamodule import VideoDataModule
 from genie.metrics import code_perplexity, codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr
 from genie.models.lam import LAMConfig, LatentActionModel
 from genie.models.pixels import float_to_video, video_to_float
-from genie.models.resolution import patch_fix, patch_grid
+from genie.models.resolution import patch_fix, patch_grid, same_frame_size
 from genie.training.trainer import SampleLogger, configure_adamw
 
 
@@ -30,9 +30,9 @@ class LAMRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        # the data decides frame size and window; the model follows
-        self.model.resolution = self.data.resolution
-        self.model.max_frames = self.data.seq_len
+        # the data decides frame size and window; the model follows (a different model value is refused)
+        follow_data(self.model, "resolution", self.data.resolution, "data.resolution", same=same_frame_size)
+        follow_data(self.model, "max_frames", self.data.seq_len, "data.seq_len")
         try:
             patch_grid(self.data.resolution, self.model.patch)
         except ValueError:

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from genie.config import ConfigError, DataConfig, TrainConfig, to_dict
+from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, to_dict
 from genie.data.datamodule import VideoDataModule
 from genie.data.video import contact_sheet
 from genie.metrics import code_count_stats, psnr, ssim
 from genie.models.pixels import float_to_video, video_to_float
-from genie.models.resolution import patch_fix, patch_grid
+from genie.models.resolution import patch_fix, patch_grid, same_frame_size
 from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 from genie.training.trainer import SampleLogger, configure_adamw
 
@@ -36,9 +36,17 @@ class TokenizerRunConfig:
     l1_weight: float = 0.0  # weight of an added L1 reconstruction loss (0: MSE only, which is what PSNR measures)
 
     def __post_init__(self):
-        # the data decides the frame size and clip length; the model follows
-        self.model.resolution = self.data.resolution
-        self.model.max_frames = max(self.model.max_frames, self.data.seq_len)
+        # the data decides the frame size; the model follows (a different model.resolution is refused)
+        follow_data(self.model, "resolution", self.data.resolution, "data.resolution", same=same_frame_size)
+        # a training clip goes through in one pass: max_frames is at least the clip length
+        if self.model.max_frames < self.data.seq_len:
+            if self.model.max_frames != TokenizerConfig.max_frames:
+                raise ConfigError(
+                    f"model.max_frames {self.model.max_frames} is shorter than data.seq_len {self.data.seq_len}: "
+                    f"the tokenizer takes a training clip in one pass, so leave model.max_frames out "
+                    f"(or set it to at least {self.data.seq_len})"
+                )
+            self.model.max_frames = self.data.seq_len
         try:
             patch_grid(self.data.resolution, self.model.patch)
         except ValueError:
