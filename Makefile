@@ -18,6 +18,7 @@ install: $(STAMP)
 
 # the whole suite (about 23 minutes on a 2-core CPU, most of it in the tests marked slow)
 test: $(STAMP)
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
 	$(BIN)/python -m pytest tests -q
 
 # the inner loop: everything but the tests marked slow (those that train models or compile training steps)
