@@ -26,7 +26,15 @@ def _cmd_data(args: argparse.Namespace) -> None:
     if args.source == "sprites":
         from genie.data import sprites
 
-        cfg = sprites.SpriteWorldConfig(size=args.size, width=args.width, frames=args.frames, noise=args.noise)
+        cfg = sprites.SpriteWorldConfig(
+            size=args.size,
+            width=args.width,
+            frames=args.frames,
+            noise=args.noise,
+            background=args.background,
+            speed=args.speed,
+            player=args.player,
+        )
         paths = sprites.generate(args.out, episodes=args.episodes, seed=args.seed, cfg=cfg, overwrite=args.overwrite)
     else:
         from genie.data import gameplay
@@ -140,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
                 default=sprites_default("noise"),
                 help="std of the background's per-pixel noise (0-255 levels); 0 for a smooth background",
             )
+            p.add_argument(
+                "--background",
+                choices=("gradient", "flat"),
+                default=sprites_default("background"),
+                help="a smooth colour gradient per episode, or one of eight flat colours",
+            )
+            p.add_argument(
+                "--speed",
+                type=int,
+                default=sprites_default("speed"),
+                help="pixels the player moves a step (equal to the tokenizer's patch: moves of whole tokens)",
+            )
+            p.add_argument("--player", type=int, default=sprites_default("player"), help="player side in pixels")
         else:
             p.add_argument("--env", default="coinrun" if source == "procgen" else "Breakout")
             p.add_argument("--max-frames", type=int, default=500, help="longest episode kept, in frames")

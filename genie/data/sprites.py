@@ -3,7 +3,8 @@
 A player sprite (a yellow block with a dark centre) moves by one of five actions: noop, up, down, left,
 right, under a random policy with sticky actions that never walks into a wall. Two coloured balls
 bounce around on their own, so that not every change between frames is caused by the action. The
-background is a smooth random colour gradient, fixed per episode (per-pixel noise optional). Deterministic given a seed.
+background is a smooth random colour gradient (or, with background="flat", one of eight flat colours), fixed per
+episode (per-pixel noise optional). Deterministic given a seed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,23 @@ class SpriteWorldConfig:
     # predicts is error no world model should be charged for; at the demo budget smooth backgrounds
     # reconstruct 1.4 dB better (held-out SSIM 0.80 vs 0.66; docs/results.md)
     noise: float = 0.0
+    # "gradient": a smooth random colour gradient per episode; "flat": one colour per episode from
+    # FLAT_COLOURS, so that every background patch is one of a handful of tokens (issue 13: predictable tokens)
+    background: str = "gradient"
+
+
+# dark, mutually distinct colours, far from the player's yellow and the balls' colours
+FLAT_COLOURS = np.array(
+    [(30, 40, 90), (25, 80, 45), (90, 30, 35), (60, 60, 70), (80, 75, 25), (70, 35, 90), (25, 80, 85), (95, 60, 35)],
+    dtype=np.uint8,
+)
+
+
+def _flat_background(rng: np.random.Generator, height: int, width: int, noise: float = 0.0) -> np.ndarray:
+    image = np.broadcast_to(FLAT_COLOURS[rng.integers(len(FLAT_COLOURS))].astype(np.float64), (height, width, 3))
+    if noise > 0:
+        image = image + rng.normal(0, noise, size=image.shape)
+    return image.clip(0, 255).astype(np.uint8)
 
 
 def _background(rng: np.random.Generator, height: int, width: int, noise: float = 0.0) -> np.ndarray:
@@ -71,7 +89,9 @@ def sample_episode(rng: np.random.Generator, cfg: SpriteWorldConfig) -> tuple[np
     """One episode: frames uint8 (T, size, width or size, 3) and actions int64 (T-1,)."""
     side = cfg.player
     extent = np.array([cfg.size, cfg.width or cfg.size])  # (height, width)
-    background = _background(rng, *extent, cfg.noise)
+    if cfg.background not in ("gradient", "flat"):
+        raise ValueError(f"sprite background must be 'gradient' or 'flat', got {cfg.background!r}")
+    background = (_flat_background if cfg.background == "flat" else _background)(rng, *extent, cfg.noise)
     limit = extent - side  # the player's largest (y, x)
     # array bounds draw the same numbers as the scalar bounds of a square world did: its episodes are unchanged
     pos = rng.integers(0, limit // cfg.speed + 1) * cfg.speed
