@@ -22,32 +22,45 @@ from genie.models.resolution import Resolution, canonical_resolution, frame_size
 
 @dataclass
 class DynamicsConfig:
-    num_codes: int = 1024  # tokenizer codebook size (set from the tokenizer)
-    grid: Resolution = 16  # tokens per frame: h (square) or (h, w) (set from the tokenizer)
-    num_actions: int = 8  # latent actions (set from the LAM)
+    """model: the MaskGIT dynamics model"""
+
+    num_codes: int = 1024
+    """tokenizer codebook size (set from the tokenizer)"""
+    grid: Resolution = 16
+    """tokens per frame: h (square) or (h, w) (set from the tokenizer)"""
+    num_actions: int = 8
+    """latent actions (set from the LAM)"""
     max_frames: int = 16
+    """time positions: the training clip length (= data.seq_len, set from it)"""
     dim: int = 512
+    """transformer width"""
     depth: int = 8
+    """ST-transformer blocks"""
     num_heads: int = 8
+    """attention heads"""
     mlp_ratio: float = 4.0
+    """MLP hidden width / dim"""
     dropout: float = 0.0
-    mask_ratio_min: float = 0.5  # Genie draws each frame's mask ratio from U(0.5, 1)
-    # probability that a frame is left unmasked in training (at least one token is still masked): a clean
-    # past frame to copy from, as sampling always has; with every frame half masked, recalling a training
-    # episode beat copying from the context on small data (docs/results.md)
+    """dropout in the transformer blocks"""
+    mask_ratio_min: float = 0.5
+    """each training frame's mask ratio is drawn from U(mask_ratio_min, 1) (Genie: 0.5)"""
     clean_context_prob: float = 0.0
-    # training-time corruption of the tokens left unmasked: each frame replaces a fraction drawn from
-    # U(0, context_noise) of them with random ids, and the loss asks for the true ids there too, so the
-    # model learns to read past frames it generated itself, errors included (GameNGen, Valevski et al. 2024,
-    # sec. 3.2.1 noises its context frames for the same reason); 0 turns it off
+    """probability that a frame is left unmasked in training (at least one token is still masked): a clean
+    past frame to copy from, as sampling always has; with every frame half masked, recalling a training
+    episode beat copying from the context on small data (docs/results.md)"""
     context_noise: float = 0.0
-    # logits from the token embedding matrix (MaskGIT's output layer, Chang et al. 2022, and BERT's): a token
-    # the model has to copy from the previous frame scores by its own embedding, so copying works for token
-    # combinations never seen in training instead of being learned per token (docs/results.md)
+    """training-time corruption of the tokens left unmasked: each frame replaces a fraction drawn from
+    U(0, context_noise) of them with random ids, and the loss asks for the true ids there too, so the
+    model learns to read past frames it generated itself, errors included (GameNGen, Valevski et al. 2024,
+    sec. 3.2.1 noises its context frames for the same reason); 0 turns it off"""
     tie_embeddings: bool = False
-    # sampling defaults, overridable per call
+    """logits from the token embedding matrix (MaskGIT's output layer, Chang et al. 2022, and BERT's): a token
+    the model has to copy from the previous frame scores by its own embedding, so copying works for token
+    combinations never seen in training instead of being learned per token (docs/results.md)"""
     maskgit_steps: int = 8
+    """MaskGIT steps per generated frame (sampling default, overridable per call)"""
     temperature: float = 1.0
+    """sampling temperature, 0 = greedy (sampling default, overridable per call)"""
 
     def __post_init__(self):
         self.grid = canonical_resolution(self.grid, "dynamics grid")

@@ -31,18 +31,32 @@ from genie.models.resolution import Resolution, canonical_resolution, patch_grid
 
 @dataclass
 class LAMConfig:
-    resolution: Resolution = 64  # int (square) or (H, W); set from data.resolution by the run config
+    """model: the latent action model"""
+
+    resolution: Resolution = 64
+    """int (square) or (H, W); set from data.resolution by the run config"""
     patch: int = 8
-    max_frames: int = 16  # the clip length the LAM sees (= data.seq_len of its training run)
+    """patch side in pixels"""
+    max_frames: int = 16
+    """the clip length the LAM sees (= data.seq_len of its training run, set from it)"""
     dim: int = 256
+    """transformer width"""
     enc_depth: int = 4
+    """encoder ST-transformer blocks"""
     dec_depth: int = 4
+    """decoder ST-transformer blocks"""
     num_heads: int = 4
+    """attention heads"""
     mlp_ratio: float = 4.0
+    """MLP hidden width / dim"""
     dropout: float = 0.0
+    """dropout in the transformer blocks"""
     num_actions: int = 8
+    """latent actions: the size of the action codebook"""
     code_dim: int = 32
+    """dimension of an action code"""
     vq_beta: float = 0.25
+    """commitment weight of the VQ loss"""
 
     def __post_init__(self):
         self.resolution = canonical_resolution(self.resolution, "LAM resolution")

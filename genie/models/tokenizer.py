@@ -28,23 +28,37 @@ from genie.models.resolution import Resolution, canonical_resolution, frame_size
 
 @dataclass
 class TokenizerConfig:
-    # frames are resolution x resolution, or (H, W) (set from data.resolution when training)
+    """model: the video tokenizer (ST-ViViT VQ-VAE)"""
+
     resolution: Resolution = 64
+    """frames are resolution x resolution, or (H, W) (set from data.resolution when training)"""
     patch: int = 4
-    max_frames: int = 16  # longest clip processed in one pass (temporal positions)
+    """patch side in pixels: one token per patch x patch square of a frame"""
+    max_frames: int = 16
+    """longest clip processed in one pass (temporal positions; at least data.seq_len when training)"""
     dim: int = 256
+    """transformer width"""
     enc_depth: int = 4
+    """encoder ST-transformer blocks"""
     dec_depth: int = 4
+    """decoder ST-transformer blocks"""
     num_heads: int = 4
+    """attention heads"""
     mlp_ratio: float = 4.0
+    """MLP hidden width / dim"""
     dropout: float = 0.0
+    """dropout in the transformer blocks"""
     num_codes: int = 1024
+    """codebook size: the token vocabulary"""
     code_dim: int = 32
-    beta: float = 0.25  # commitment weight of the VQ loss
-    restart_every: int = 50  # steps between dead-code restarts (0 = never)
-    # a fast usage average lets the first restart (step `restart_every`) revive the codes that the
-    # freshly initialised encoder never picks; with 0.99 nothing counts as dead before step ~350
+    """dimension of a codebook vector"""
+    beta: float = 0.25
+    """commitment weight of the VQ loss"""
+    restart_every: int = 50
+    """steps between dead-code restarts (0 = never)"""
     usage_decay: float = 0.9
+    """decay of the code-usage average: a fast average lets the first restart (step `restart_every`) revive the
+    codes that the freshly initialised encoder never picks; with 0.99 nothing counts as dead before step ~350"""
 
     def __post_init__(self):
         self.resolution = canonical_resolution(self.resolution, "tokenizer resolution")

@@ -18,7 +18,7 @@ from genie.metrics import psnr
 from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.models.lam import LatentActionModel, load_lam
 from genie.models.pixels import float_to_video, video_to_float
-from genie.models.resolution import format_resolution, frame_size
+from genie.models.resolution import format_resolution, frame_size, same_frame_size
 from genie.models.sampling import rollout_video
 from genie.models.tokenizer import VideoTokenizer, load_tokenizer
 from genie.training.trainer import SampleLogger, configure_adamw, precision_for
@@ -26,15 +26,23 @@ from genie.training.trainer import SampleLogger, configure_adamw, precision_for
 
 @dataclass
 class DynamicsRunConfig:
+    """the dynamics stage"""
+
     run_dir: str = "runs/dynamics"
-    tokenizer: str = "runs/tokenizer"  # tokenizer checkpoint or run folder
-    lam: str = "runs/lam"  # LAM checkpoint or run folder
+    """run folder: checkpoints, config.yaml, logs (an existing one is resumed)"""
+    tokenizer: str = "runs/tokenizer"
+    """tokenizer checkpoint or run folder"""
+    lam: str = "runs/lam"
+    """LAM checkpoint or run folder"""
     data: DataConfig = field(default_factory=DataConfig)
+    """data: the video folder, clips and loader"""
     model: DynamicsConfig = field(default_factory=DynamicsConfig)
+    """model: the MaskGIT dynamics model"""
     train: TrainConfig = field(default_factory=TrainConfig)
-    # encode every training clip once with the frozen models and train from <run_dir>/token_cache
-    # (genie/data/token_cache.py); false encodes each batch from video instead
+    """train: optimiser, schedule, Trainer, logging and checkpoints"""
     token_cache: bool = True
+    """encode every training clip once with the frozen models and train from <run_dir>/token_cache
+    (genie/data/token_cache.py); false encodes each batch from video instead"""
 
     def __post_init__(self) -> None:
         # time positions past the training clip length would never be trained: rollouts slide a window
@@ -83,12 +91,11 @@ class DynamicsModule(L.LightningModule):
         super().__init__()
         if tokenizer is None or lam is None:
             tokenizer, lam = load_frozen(cfg)
-        # the dynamics model's vocabulary and grid come from the tokenizer, its actions from the LAM
-        cfg.model.num_codes, cfg.model.grid, cfg.model.num_actions = (
-            tokenizer.num_codes,
-            tokenizer.grid,
-            lam.cfg.num_actions,
-        )
+        # the dynamics model's vocabulary and grid come from the tokenizer, its actions from the LAM (a model
+        # value set against them is refused, not overwritten)
+        follow_data(cfg.model, "num_codes", tokenizer.num_codes, "the tokenizer's num_codes")
+        follow_data(cfg.model, "grid", tokenizer.grid, "the tokenizer's grid", same=same_frame_size)
+        follow_data(cfg.model, "num_actions", lam.cfg.num_actions, "the LAM's num_actions")
         self.cfg = cfg
         self.tokenizer, self.lam = tokenizer, lam
         self.model = DynamicsModel(cfg.model)

@@ -24,10 +24,16 @@ from genie.training.trainer import SampleLogger, configure_adamw
 
 @dataclass
 class LAMRunConfig:
+    """the latent action model stage"""
+
     run_dir: str = "runs/lam"
+    """run folder: checkpoints, config.yaml, logs (an existing one is resumed)"""
     data: DataConfig = field(default_factory=DataConfig)
+    """data: the video folder, clips and loader"""
     model: LAMConfig = field(default_factory=LAMConfig)
+    """model: the latent action model"""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """train: optimiser, schedule, Trainer, logging and checkpoints"""
 
     def __post_init__(self):
         # the data decides frame size and window; the model follows (a different model value is refused)

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from genie.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+from genie.config import ConfigError, build_config, deep_merge, load_yaml, parse_overrides
 from genie.data.actions import action_meta
 from genie.data.datamodule import VideoDataModule
 from genie.data.heldout import training_record
@@ -39,12 +39,20 @@ STAGES: dict[str, tuple[type, type]] = {
 
 @dataclass
 class PipelineConfig:
+    """genie train all: the three stage configs and where the run goes"""
+
     run_dir: str = "runs/genie"
-    data_dir: str | None = None  # when set, every stage reads this folder
+    """run folder: one sub-folder per stage and world_model.pt"""
+    data_dir: str | None = None
+    """when set, every stage reads this dataset folder"""
     tokenizer: str = "configs/sprites/tokenizer.yaml"
+    """the tokenizer stage's config file (relative paths may be relative to this file)"""
     lam: str = "configs/sprites/lam.yaml"
+    """the LAM stage's config file"""
     dynamics: str = "configs/sprites/dynamics.yaml"
-    prompt_frames: int = 4  # frames of a validation clip stored in the bundle as its sample prompt
+    """the dynamics stage's config file"""
+    prompt_frames: int = 4
+    """frames of a validation clip stored in the bundle as its sample prompt"""
 
 
 def _stage_file(value: str, config_path: Path) -> Path:
@@ -61,7 +69,7 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
     stage_overrides = {s: nested.pop(s) for s in STAGES if isinstance(nested.get(s), dict)}
     # `data.dir=...` (what `--data` produces) applies to every stage
     data_override = nested.pop("data", None)
-    pipeline = from_dict(PipelineConfig, deep_merge(load_yaml(config_path), nested))
+    pipeline = build_config(PipelineConfig, deep_merge(load_yaml(config_path), nested))
     configs = {}
     for stage in STAGES:
         run_config_cls, _ = STAGES[stage]
@@ -76,7 +84,7 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
             values["lam"] = str(Path(pipeline.run_dir) / "lam")
         values = deep_merge(values, stage_overrides.get(stage, {}))
         try:
-            configs[stage] = from_dict(run_config_cls, values)
+            configs[stage] = build_config(run_config_cls, values)
         except ConfigError as e:
             raise ConfigError(f"{stage} stage: {e}") from None
     return pipeline, configs

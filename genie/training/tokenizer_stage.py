@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, to_dict
+from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, to_dict, user_set
 from genie.data.datamodule import VideoDataModule
 from genie.data.video import contact_sheet
 from genie.metrics import code_count_stats, psnr, ssim
@@ -29,18 +29,25 @@ SAMPLE_CLIPS = 4
 
 @dataclass
 class TokenizerRunConfig:
+    """the tokenizer stage"""
+
     run_dir: str = "runs/tokenizer"
+    """run folder: checkpoints, config.yaml, logs (an existing one is resumed)"""
     data: DataConfig = field(default_factory=DataConfig)
+    """data: the video folder, clips and loader"""
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """model: the video tokenizer (ST-ViViT VQ-VAE)"""
     train: TrainConfig = field(default_factory=TrainConfig)
-    l1_weight: float = 0.0  # weight of an added L1 reconstruction loss (0: MSE only, which is what PSNR measures)
+    """train: optimiser, schedule, Trainer, logging and checkpoints"""
+    l1_weight: float = 0.0
+    """weight of an added L1 reconstruction loss (0: MSE only, which is what PSNR measures)"""
 
     def __post_init__(self):
         # the data decides the frame size; the model follows (a different model.resolution is refused)
         follow_data(self.model, "resolution", self.data.resolution, "data.resolution", same=same_frame_size)
         # a training clip goes through in one pass: max_frames is at least the clip length
         if self.model.max_frames < self.data.seq_len:
-            if self.model.max_frames != TokenizerConfig.max_frames:
+            if user_set(self.model, "max_frames", "model.max_frames"):
                 raise ConfigError(
                     f"model.max_frames {self.model.max_frames} is shorter than data.seq_len {self.data.seq_len}: "
                     f"the tokenizer takes a training clip in one pass, so leave model.max_frames out "
