@@ -2,17 +2,34 @@
 
 Each subcommand imports its module inside its `_cmd_*` function, on purpose: `genie --help` and `genie data`
 start without importing torch or Lightning.
+
+`genie train` reads its config through genie.config (jsonargparse over the run config dataclasses): `--config
+FILE`, then `KEY=VALUE` overrides (`--KEY VALUE` is the same override); `genie train <stage> --help` lists every
+config field with its docstring and default, `--print-config` prints the resolved config without training.
+Every user error is one line: argparse's own errors too (`_Parser.error`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 # the stage names, spelled out here so `genie --help` need not import Lightning (genie.training.pipeline.STAGES
 # maps each to its classes; tests/test_layers.py checks the two agree)
 STAGE_NAMES = ("tokenizer", "lam", "dynamics")
+
+# the options of `genie train` itself; any other `--KEY VALUE` on a train command line is a config override
+TRAIN_FLAGS = ("--config", "--data", "--run-dir", "--overwrite", "--print-config", "--help")
+OVERRIDE_HINT = "config overrides are KEY=VALUE, e.g. train.max_steps=100"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (the message and where the help is) instead of a usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"genie: error: {message} (see {self.prog} --help)\n")
 
 
 def sprites_default(field: str):
@@ -61,24 +78,89 @@ def _cmd_data(args: argparse.Namespace) -> None:
     print(f"wrote {len(paths)} episodes to {args.out}")
 
 
+def config_flags_to_overrides(args: list[str]) -> list[str]:
+    """The arguments of a train command with each config field given as an option, `--model.dim 128` or
+    `--model.dim=128`, turned into its override `model.dim=128`. Options of `genie train` itself (and their
+    abbreviations) are left alone; so is an option without its value (argparse reports it)."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        name = arg[2:].split("=", 1)[0]
+        is_field = re.fullmatch(r"[A-Za-z_][\w.]*", name) and not any(f.startswith("--" + name) for f in TRAIN_FLAGS)
+        if arg.startswith("--") and is_field and "=" in arg:
+            out.append(arg[2:])
+        elif arg.startswith("--") and is_field and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out.append(f"{name}={args[i + 1]}")
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def train_help(stage: str | None, text: str) -> str:
+    """`genie train [STAGE] --help`: `text` (the command's options), then (with a stage) every config field of the
+    stage, by section, with its docstring, type and default (genie.config.config_help)."""
+    if stage is None:
+        return text + "\n`genie train STAGE --help` lists the config fields of STAGE.\n"
+    from genie.config import config_help
+    from genie.training.pipeline import STAGES, PipelineConfig
+
+    if stage == "all":
+        return (
+            f"{text}\nconfig fields of `genie train all` (its YAML file, e.g. configs/sprites/genie.yaml; override "
+            "with KEY=VALUE or --KEY VALUE). A stage's own fields take the stage's name first, e.g. "
+            "tokenizer.train.max_steps=400 (`genie train tokenizer --help` lists them); data.* applies to "
+            f"every stage, e.g. data.num_workers=0.\n\n{config_help(PipelineConfig)}"
+        )
+    return (
+        f"{text}\nconfig fields of `genie train {stage}` (its YAML file sets them; override with KEY=VALUE, "
+        f"e.g. model.dim=128, or --KEY VALUE, e.g. --model.dim 128):\n\n{config_help(STAGES[stage][0])}"
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
+    if args.help:
+        print(train_help(args.stage, args.train_parser.format_help()), end="")
+        return
+    from genie.config import ConfigError
+
+    if args.stage is None:
+        raise ConfigError(f"choose the stage to train: {', '.join(STAGE_NAMES)} or all (see genie train --help)")
+    if not args.config:
+        example = "genie" if args.stage == "all" else args.stage
+        raise ConfigError(
+            f"--config FILE is required, e.g. --config configs/sprites/{example}.yaml "
+            f"(see genie train {args.stage} --help)"
+        )
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.dir={args.data}")
     if args.run_dir:
         overrides.append(f"run_dir={args.run_dir}")
     if args.stage == "all":
-        from genie.training.pipeline import train_all
+        from genie.training.pipeline import stage_configs, train_all
 
+        if args.print_config:
+            from genie.config import dump_config
+
+            pipeline, configs = stage_configs(args.config, overrides)
+            print(dump_config(pipeline), end="")
+            for stage, cfg in configs.items():
+                print(f"# --- {stage}\n{dump_config(cfg)}", end="")
+            return
         bundle = train_all(args.config, overrides=overrides, overwrite=args.overwrite)
         print(f"world model bundle: {bundle}")
         return
-    from genie.config import load_config
+    from genie.config import dump_config, load_config
     from genie.training.pipeline import STAGES
     from genie.training.trainer import train_stage
 
     run_config_cls, module_cls = STAGES[args.stage]
     cfg = load_config(run_config_cls, args.config, overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return
     run_dir = train_stage(module_cls, cfg, overwrite=args.overwrite)
     print(f"{args.stage} trained: {run_dir}/checkpoints/last.ckpt")
 
@@ -115,9 +197,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `genie` argument parser: one subcommand per command, each importing its module only when it runs."""
-    parser = argparse.ArgumentParser(
-        prog="genie", description="Turn unlabeled gameplay video into a playable world model."
-    )
+    parser = _Parser(prog="genie", description="Turn unlabeled gameplay video into a playable world model.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -168,14 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resolution", type=int, default=64)
         p.set_defaults(func=_cmd_data)
 
-    train = sub.add_parser("train", help="train a stage (or all three) from a YAML config")
-    train.add_argument("stage", choices=(*STAGE_NAMES, "all"))
-    train.add_argument("--config", required=True, help="YAML file, e.g. configs/sprites/tokenizer.yaml")
+    train = sub.add_parser(
+        "train",
+        help="train a stage (or all three) from a YAML config",
+        add_help=False,  # its --help also lists the stage's config fields (train_help)
+        usage="genie train {tokenizer,lam,dynamics,all} --config FILE [--data DIR] [--run-dir DIR] [--overwrite] "
+        "[--print-config] [KEY=VALUE | --KEY VALUE ...]",
+    )
+    train.add_argument("stage", nargs="?", choices=(*STAGE_NAMES, "all"))
+    train.add_argument("-h", "--help", action="store_true", help="this help, and the stage's config fields")
+    train.add_argument("--config", help="YAML file, e.g. configs/sprites/tokenizer.yaml (required)")
     train.add_argument("--data", help="dataset folder (overrides data.dir)")
     train.add_argument("--run-dir", help="run folder (overrides run_dir)")
     train.add_argument("--overwrite", action="store_true", help="delete an existing run folder instead of resuming it")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=100")
-    train.set_defaults(func=_cmd_train)
+    train.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (YAML) and exit without training"
+    )
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. train.max_steps=100 (or --train.max_steps 100)",
+    )
+    train.set_defaults(func=_cmd_train, train_parser=train)
 
     infer = sub.add_parser("infer-actions", help="latent action ids for each transition of each video")
     infer.add_argument("--model", required=True, help="LAM checkpoint, LAM run folder or world-model bundle")
@@ -319,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     one line; tracebacks with -v), 130 on Ctrl-C. Errors that are not user errors (genie.errors.USER_ERRORS)
     propagate."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command is not None and argv[command] == "train":  # --model.dim 128 is the override model.dim=128
+        argv[command + 1 :] = config_flags_to_overrides(argv[command + 1 :])
     # overrides may come before or after options (argparse binds a '*' positional only once)
     args, extra = parser.parse_known_args(argv)
     if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
@@ -327,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = ""
         if args.command == "train":  # the KEY=VALUE overrides among them were understood
             extra = [e for e in extra if "=" not in e or e.startswith("-")]
-            hint = "; config overrides are KEY=VALUE, e.g. train.max_steps=100"
+            hint = f"; {OVERRIDE_HINT}"
         print(
             f"genie: error: unrecognized arguments: {' '.join(extra)} (see genie {args.command} --help{hint})",
             file=sys.stderr,

@@ -83,6 +83,7 @@ def test_list_and_optional_fields():
     assert cfg.extra.sizes == [4, 5, 6] and cfg.extra.note is None
     assert load_config(RunConfig, None, ["extra.sizes=[7, 8]"]).extra.sizes == [7, 8]
     assert load_config(RunConfig, None, ["extra.note=text"]).extra.note == "text"
+    assert load_config(RunConfig, None, ["extra.sizes=9"]).extra.sizes == [9]  # one item
 
 
 @pytest.mark.parametrize(
@@ -93,6 +94,7 @@ def test_list_and_optional_fields():
         ("train.lr=fast", "config key 'train.lr' expects float"),
         ("train.compile=maybe", "config key 'train.compile' expects true/false"),
         ("extra.sizes=1,x", "config key 'extra.sizes' expects int"),
+        ("extra.sizes={a: 1}", "config key 'extra.sizes' expects a list"),
         ("data=videos", "config key 'data' must be a mapping"),
         ("train.max_step=10", "unknown config key 'train.max_step'"),
         ("trian.lr=1", "unknown config key 'trian'"),
@@ -256,3 +258,140 @@ def test_model_fields_left_at_their_defaults_or_equal_follow_the_data(stage):
     assert cfg.model.max_frames == 20
     same = load_config(cls, None, ["data.seq_len=6", "model.max_frames=6"])
     assert same.model.max_frames == 6
+
+
+# ------------------------------------------------------------------ jsonargparse: help from the field docstrings
+
+
+def _config_classes():
+    from genie.training.pipeline import STAGES, PipelineConfig
+
+    return [*(cls for cls, _ in STAGES.values()), PipelineConfig]
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda cls: cls.__name__)
+def test_every_config_field_has_a_docstring_the_help_shows(cls):
+    from genie.config import config_parser
+
+    fields = [a for a in config_parser(cls)._actions if a.help != "==SUPPRESS==" and a.dest != "help"]
+    assert len(fields) >= len(dataclasses.fields(cls))
+    undocumented = [a.dest for a in fields if not a.help]
+    assert not undocumented, f"fields without a docstring: {undocumented}"
+
+
+def test_train_stage_help_lists_each_field_with_its_docstring_and_default(capsys):
+    assert main(["train", "tokenizer", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the formatter wraps lines
+    assert "--config" in out and "--print-config" in out  # the command's own options
+    assert "--model.dim DIM transformer width (type: int, default: 256)" in out
+    assert "--data.seq_len SEQ_LEN frames per clip (type: int, default: 16)" in out
+    assert "revive the codes that the freshly initialised encoder never picks" in out  # a multi-line docstring
+    assert "--l1_weight" in out and "--train.max_steps" in out
+    assert "--data CONFIG" not in out  # jsonargparse's per-group config file option is not offered
+
+
+def test_train_all_help_lists_the_pipeline_fields(capsys):
+    assert main(["train", "all", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--data_dir DATA_DIR when set, every stage reads this dataset folder" in out
+    assert "tokenizer.train.max_steps=400" in out
+
+
+def test_dotted_options_are_overrides_too(tmp_path, monkeypatch):
+    import genie.training.trainer
+
+    seen = []
+    monkeypatch.setattr(
+        genie.training.trainer, "train_stage", lambda task, cfg, **kw: seen.append(cfg) or Path(cfg.run_dir)
+    )
+    args = ["--config", str(TOKENIZER_YAML), "--model.dim", "40", "--train.max_steps=1e3", "--data.resolution", "32x48"]
+    assert main(["train", "tokenizer", *args, "--run-dir", str(tmp_path / "run"), "--l1_weight", "0.5"]) == 0
+    (cfg,) = seen
+    assert (cfg.model.dim, cfg.train.max_steps, cfg.data.resolution, cfg.l1_weight) == (40, 1000, (32, 48), 0.5)
+    assert cfg.model.resolution == (32, 48) and cfg.run_dir == str(tmp_path / "run")
+
+
+def test_print_config_prints_the_resolved_config_without_training(tmp_path, capsys, monkeypatch):
+    import genie.training.trainer
+    from genie.training.tokenizer_stage import TokenizerRunConfig
+
+    monkeypatch.setattr(genie.training.trainer, "train_stage", lambda *a, **kw: pytest.fail("trained"))
+    args = ["train", "tokenizer", "--config", str(TOKENIZER_YAML), "model.dim=40", "--print-config"]
+    assert main([*args, "--run-dir", str(tmp_path / "run")]) == 0
+    printed = write(tmp_path / "printed.yaml", capsys.readouterr().out)
+    cfg = load_config(TokenizerRunConfig, printed)
+    assert cfg == load_config(TokenizerRunConfig, TOKENIZER_YAML, ["model.dim=40", f"run_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "tokenizer", "--config", str(TOKENIZER_YAML), "--model.depht", "2"], "'model.depht'"),
+        (["train", "tokenizer", "--config", str(TOKENIZER_YAML), "--model.dim"], "unrecognized arguments: --model.dim"),
+        (["train", "tokenizer", "--config", str(TOKENIZER_YAML), "--train.lr", "fast"], "'train.lr' expects float"),
+        (["train", "tokenizer"], "--config FILE is required"),
+        (["train"], "choose the stage to train"),
+        (["train", "tokeniser", "--config", str(TOKENIZER_YAML)], "invalid choice: 'tokeniser'"),
+        (["eval", "--model", "m.pt"], "the following arguments are required: --data, --out"),
+    ],
+)
+def test_command_line_mistakes_are_one_line_errors(tmp_path, capsys, args, message):
+    if args[0] == "train":
+        args = [*args, "--run-dir", str(tmp_path / "run")]
+    try:
+        code = main(args)
+    except SystemExit as exited:  # argparse's own errors exit, in one line (genie.cli._Parser)
+        code = exited.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("genie: error:") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_a_value_of_the_wrong_type_is_a_one_line_error(tmp_path, capsys):
+    config = write(tmp_path / "c.yaml", TOKENIZER_YAML.read_text() + "l1_weight: heavy\n")
+    assert main(["train", "tokenizer", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "genie: error: config key 'l1_weight' expects float, got 'heavy'", err
+
+
+def test_the_parsed_config_is_built_by_jsonargparse_over_the_dataclasses():
+    from genie.config import config_parser
+
+    parser = config_parser(RunConfig)
+    namespace = parser.instantiate(parser.parse_object({"train": {"lr": 1e-3}, "extra": {"sizes": [3]}}))
+    assert isinstance(namespace["train"], TrainConfig) and namespace["train"].lr == 1e-3
+    assert namespace["extra"].sizes == [3] and namespace["data"] == DataConfig()
+    assert load_config(RunConfig, None, ["train.lr=1e-3", "extra.sizes=3"]) == RunConfig(
+        train=TrainConfig(lr=1e-3), extra=Extra(sizes=[3])
+    )
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "lam", "dynamics"])
+def test_a_model_field_the_user_set_to_its_default_is_refused_not_overwritten(stage):
+    """Through load_config the loader knows which keys the user named: model.max_frames=16 is the default value,
+    but set, so against data.seq_len=20 it is refused rather than silently replaced."""
+    from genie.training.pipeline import STAGES
+
+    cls = STAGES[stage][0]
+    with pytest.raises(ConfigError, match="model.max_frames") as info:
+        load_config(cls, None, ["data.seq_len=20", "model.max_frames=16"])
+    assert "\n" not in str(info.value)
+    assert load_config(cls, None, ["data.seq_len=20"]).model.max_frames == 20  # left out: derived
+
+
+def test_the_dynamics_model_follows_the_trained_tokenizer_and_lam_or_refuses():
+    from types import SimpleNamespace
+
+    from genie.models.dynamics import DynamicsConfig
+    from genie.training.dynamics_stage import DynamicsModule, DynamicsRunConfig
+
+    tokenizer, lam = SimpleNamespace(num_codes=16, grid=(2, 4)), SimpleNamespace(cfg=SimpleNamespace(num_actions=4))
+    small = {"dim": 32, "depth": 1, "num_heads": 2}
+    module = DynamicsModule(DynamicsRunConfig(model=DynamicsConfig(**small)), tokenizer, lam)
+    assert (module.cfg.model.num_codes, module.cfg.model.grid, module.cfg.model.num_actions) == (16, (2, 4), 4)
+    for field, value, source in (("num_codes", 512, "the tokenizer's num_codes is 16"), ("num_actions", 6, "is 4")):
+        cfg = DynamicsRunConfig(model=DynamicsConfig(**small, **{field: value}))
+        with pytest.raises(ConfigError, match=f"model.{field} is {value} but ") as info:
+            DynamicsModule(cfg, tokenizer, lam)
+        assert source in str(info.value) and "\n" not in str(info.value)
