@@ -31,6 +31,7 @@ def tiny_world() -> WorldModel:
 
 
 def test_loading_and_stepping_a_bundle_imports_no_lightning(tmp_path):
+    """Nor jsonargparse: genie.config imports it only to parse a config given on the command line."""
     bundle = tiny_world().save(tmp_path / "world_model.pt")
     script = textwrap.dedent(f"""
         import sys
@@ -42,7 +43,7 @@ def test_loading_and_stepping_a_bundle_imports_no_lightning(tmp_path):
             frame = world.step([action])
         assert frame.shape == (1, 16, 16, 3), frame.shape
         load_tokenizer({str(bundle)!r}), load_lam({str(bundle)!r})
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning"))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "jsonargparse"))
         assert not loaded, loaded[:5]
         training = sorted(m for m in sys.modules if m.startswith(("genie.training", "genie.data")))
         assert not training, training
