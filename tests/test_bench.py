@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_dynamics, tiny_lam, tiny_tokenizer
 
 from genie.bench import count_flops
 from genie.cli import main
@@ -69,37 +70,10 @@ def test_training_losses_never_read_back_from_the_device():
     # (boolean-mask indexing, bincount, .item(), int(tensor)) raises. On a GPU each of those would stall
     # every training step until the device catches up.
     from genie.metrics import code_perplexity
-    from genie.models.dynamics import DynamicsConfig, DynamicsModel
-    from genie.models.lam import LAMConfig, LatentActionModel
-    from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 
     video = torch.rand(2, 4, 3, 32, 32)
-    tokenizer = VideoTokenizer(
-        TokenizerConfig(
-            resolution=32,
-            patch=4,
-            max_frames=8,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_codes=64,
-            code_dim=8,
-        )
-    ).train()
-    lam = LatentActionModel(
-        LAMConfig(
-            resolution=32,
-            patch=8,
-            max_frames=8,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_actions=8,
-            code_dim=8,
-        )
-    ).train()
+    tokenizer = tiny_tokenizer().train()
+    lam = tiny_lam().train()
     for model in (tokenizer, lam):
         model(video)  # the quantiser reads its step counter from the device once, after construction or a load
         model.to("meta")
@@ -109,9 +83,7 @@ def test_training_losses_never_read_back_from_the_device():
         loss.backward()
         if model is lam:
             assert code_perplexity(terms["ids"], 8).shape == ()
-    dynamics = DynamicsModel(
-        DynamicsConfig(num_codes=64, grid=8, num_actions=8, max_frames=4, dim=32, depth=1, num_heads=2)
-    )
+    dynamics = tiny_dynamics()
     dynamics.to("meta").train()
     loss, stats = dynamics_loss(
         dynamics,
@@ -128,41 +100,10 @@ def test_compiled_training_losses_compile_once_not_every_step():
     # quantiser's restart schedule does) must stay outside the compiled graph or every step recompiles
     import torch._dynamo
 
-    from genie.models.dynamics import DynamicsConfig, DynamicsModel
-    from genie.models.lam import LAMConfig, LatentActionModel
-    from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
-
     video = torch.rand(2, 4, 3, 32, 32)
-    tokenizer = VideoTokenizer(
-        TokenizerConfig(
-            resolution=32,
-            patch=4,
-            max_frames=8,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_codes=64,
-            code_dim=8,
-            restart_every=5,
-        )
-    ).train()
-    lam = LatentActionModel(
-        LAMConfig(
-            resolution=32,
-            patch=8,
-            max_frames=8,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_actions=8,
-            code_dim=8,
-        )
-    ).train()
-    dynamics = DynamicsModel(
-        DynamicsConfig(num_codes=64, grid=8, num_actions=8, max_frames=4, dim=32, depth=1, num_heads=2)
-    ).train()
+    tokenizer = tiny_tokenizer(restart_every=5).train()
+    lam = tiny_lam().train()
+    dynamics = tiny_dynamics().train()
     ids, actions = torch.randint(0, 64, (2, 4, 64)), torch.randint(0, 8, (2, 3))
     losses = {
         "tokenizer": lambda: tokenizer_loss(tokenizer, video)[0],
@@ -177,4 +118,4 @@ def test_compiled_training_losses_compile_once_not_every_step():
         with torch._dynamo.config.patch(error_on_recompile=True):
             for _ in range(12):  # past two dead-code restart points of the tokenizer's quantiser
                 step().backward()
-    assert int(tokenizer.quantizer.calls) == 14
+    assert int(tokenizer.vq.calls) == 14

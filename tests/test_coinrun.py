@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from genie import WorldModel
 from genie.data.actions import ActionMap
@@ -41,6 +42,17 @@ def test_the_shipped_bundle_is_small_and_records_its_training(world):
     assert BUNDLE.stat().st_size < 25 * 2**20
     assert len(world.meta["training"]["train_files"]) == 115, "the bundle lists the files it trained on"
     assert world.meta["action_names"][1] == "LEFT" and world.meta["action_names"][7] == "RIGHT"
+
+
+def test_the_shipped_bundle_was_written_with_the_old_names_and_loads_them(world):
+    # written before issue 16's renames: the tokenizer's `quantizer` (now `vq`), the LAM's `head` (now `to_pixels`)
+    # and the tokenizer's `beta` (now `vq_beta`); tests/test_old_names.py checks the outputs are unchanged
+    raw = torch.load(BUNDLE, map_location="cpu", weights_only=True)
+    tokenizer, lam = raw["tokenizer"], raw["lam"]
+    assert "quantizer.codebook" in tokenizer["state_dict"] and "head.weight" in lam["state_dict"]
+    assert torch.equal(world.tokenizer.vq.codebook, tokenizer["state_dict"]["quantizer.codebook"])
+    assert torch.equal(world.lam.to_pixels.weight, lam["state_dict"]["head.weight"])
+    assert world.tokenizer.cfg.vq_beta == tokenizer["config"]["beta"]
 
 
 def test_plays_with_named_actions(world):

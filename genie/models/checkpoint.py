@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from genie.config import from_dict
+from genie.config import current_keys, from_dict
 from genie.models.resolution import LEGACY_FIT
 
 
@@ -79,9 +80,36 @@ def model_state(ckpt: dict, prefix: str = "model.") -> dict[str, torch.Tensor]:
 
 
 def dataclass_from(cls: type, values: dict) -> Any:
-    """Rebuild a (nested) config dataclass from a checkpoint's plain dict."""
+    """Rebuild a (nested) config dataclass from a checkpoint's plain dict (a field saved under its old name, e.g. a
+    tokenizer's `beta`, is read as the field it became: `genie.config.current_keys`)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return from_dict(cls, {k: v for k, v in values.items() if k in names})
+    return from_dict(cls, {k: v for k, v in current_keys(cls, values).items() if k in names})
+
+
+# ------------------------------------------------------------------------------------ renamed weights
+
+
+def rename_old_keys(state_dict: dict, old_names: dict[str, str], prefix: str = "") -> None:
+    """Rename, in place, the keys of `state_dict` under `prefix` whose first part is an old submodule name
+    (`old_names`: old -> new), e.g. "model.quantizer.codebook" -> "model.vq.codebook" for prefix "model.";
+    the rest of the key is kept. A key already under the new name is left alone."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        first, dot, rest = key[len(prefix) :].partition(".")
+        if dot and first in old_names:
+            state_dict[prefix + old_names[first] + "." + rest] = state_dict.pop(key)
+
+
+class RenamedSubmodules(nn.Module):
+    """A model some of whose submodules were renamed (issue 16: one name per concept across the stages):
+    `old_names` (old attribute name -> new) lets weights saved under the old names load into it, by every path
+    (bundles, stage checkpoints, a Lightning resume of a module holding it under any prefix), because torch
+    hands each module its part of the state dict here before loading it."""
+
+    old_names: dict[str, str] = {}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        rename_old_keys(state_dict, self.old_names, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def recorded_fit(ckpt: dict) -> str:

@@ -10,7 +10,7 @@ Two choices keep the codes tied to actions rather than to anything else that cha
 has the measurements):
 - The encoder reads differences, not frames. With whole frames it mixed each episode's background
   into the latent and the codes meant different actions in different episodes (NMI 0.07-0.37).
-- The decoder predicts the change from frame t (its head starts at zero: the untrained model copies
+- The decoder predicts the change from frame t (its output layer starts at zero: the untrained model copies
   frame t), so the loss is spent on what moved, and the code is what explains the moves.
 """
 
@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from genie.models.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
-from genie.models.checkpoint import load_stage_model
+from genie.models.checkpoint import RenamedSubmodules, load_stage_model
 from genie.models.quantize import VectorQuantizer
 from genie.models.resolution import Resolution, canonical_resolution, patch_grid
 
@@ -56,13 +56,16 @@ class LAMConfig:
     code_dim: int = 32
     """dimension of an action code"""
     vq_beta: float = 0.25
-    """commitment weight of the VQ loss"""
+    """commitment weight of the VQ loss (beta of van den Oord et al. 2017, eq. 3)"""
 
     def __post_init__(self):
         self.resolution = canonical_resolution(self.resolution, "LAM resolution")
 
 
-class LatentActionModel(nn.Module):
+class LatentActionModel(RenamedSubmodules):
+    # submodules renamed since checkpoints were first written, one name per concept with the tokenizer (old -> new)
+    old_names = {"head": "to_pixels"}
+
     def __init__(self, cfg: LAMConfig):
         super().__init__()
         self.cfg = cfg
@@ -89,9 +92,9 @@ class LatentActionModel(nn.Module):
         self.dec_embed = PatchEmbed(cfg.patch, 3, cfg.dim, cfg.resolution, cfg.max_frames)
         self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
         self.decoder = st(cfg.dec_depth)
-        self.head = nn.Linear(cfg.dim, cfg.patch * cfg.patch * 3)
-        nn.init.zeros_(self.head.weight)  # start as "copy frame t"
-        nn.init.zeros_(self.head.bias)
+        self.to_pixels = nn.Linear(cfg.dim, cfg.patch * cfg.patch * 3)
+        nn.init.zeros_(self.to_pixels.weight)  # start as "copy frame t"
+        nn.init.zeros_(self.to_pixels.bias)
 
     def _check_length(self, frames: int) -> None:
         if frames > self.cfg.max_frames:
@@ -126,7 +129,7 @@ class LatentActionModel(nn.Module):
         (B, T-1, 3, H, W)."""
         self._check_length(past.shape[1])
         x = self.dec_embed(past) + rearrange(self.from_code(z_q), "b t d -> b t 1 d")  # (B, T-1, S, D)
-        delta = unpatchify(self.head(self.decoder(x)), self.cfg.patch, self.grid_size)
+        delta = unpatchify(self.to_pixels(self.decoder(x)), self.cfg.patch, self.grid_size)
         return past + delta
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

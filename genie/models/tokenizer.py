@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from genie.models.blocks import PatchEmbed, STConfig, STTransformer, frames_to_keep, unpatchify
-from genie.models.checkpoint import load_stage_model
+from genie.models.checkpoint import RenamedSubmodules, load_stage_model
 from genie.models.quantize import VectorQuantizer
 from genie.models.resolution import Resolution, canonical_resolution, frame_size, grid_value, patch_grid
 
@@ -52,19 +53,26 @@ class TokenizerConfig:
     """codebook size: the token vocabulary"""
     code_dim: int = 32
     """dimension of a codebook vector"""
-    beta: float = 0.25
-    """commitment weight of the VQ loss"""
+    vq_beta: float = 0.25
+    """commitment weight of the VQ loss (beta of van den Oord et al. 2017, eq. 3)"""
     restart_every: int = 50
     """steps between dead-code restarts (0 = never)"""
     usage_decay: float = 0.9
     """decay of the code-usage average: a fast average lets the first restart (step `restart_every`) revive the
     codes that the freshly initialised encoder never picks; with 0.99 nothing counts as dead before step ~350"""
 
+    # fields renamed since configs were first saved (config files, config.yaml, checkpoints and bundles say the old
+    # name): old -> new, read by genie.config.current_keys
+    old_keys: ClassVar[dict[str, str]] = {"beta": "vq_beta"}
+
     def __post_init__(self):
         self.resolution = canonical_resolution(self.resolution, "tokenizer resolution")
 
 
-class VideoTokenizer(nn.Module):
+class VideoTokenizer(RenamedSubmodules):
+    # submodules renamed since checkpoints were first written, one name per concept with the LAM (old -> new)
+    old_names = {"quantizer": "vq"}
+
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         self.cfg = cfg
@@ -86,8 +94,8 @@ class VideoTokenizer(nn.Module):
         self.patch_embed = PatchEmbed(cfg.patch, 3, cfg.dim, cfg.resolution, cfg.max_frames)
         self.encoder = STTransformer(st(cfg.enc_depth))
         self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
-        self.quantizer = VectorQuantizer(
-            cfg.num_codes, cfg.code_dim, beta=cfg.beta, usage_decay=cfg.usage_decay, restart_every=cfg.restart_every
+        self.vq = VectorQuantizer(
+            cfg.num_codes, cfg.code_dim, beta=cfg.vq_beta, usage_decay=cfg.usage_decay, restart_every=cfg.restart_every
         )
         self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
         # the decoder gets its own positions: a code id says what a patch looks like, not where it is
@@ -106,7 +114,7 @@ class VideoTokenizer(nn.Module):
     def _encode_window(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """video (B, T<=max_frames, 3, H, W) -> (quantised latents (B, T, S, code_dim), ids (B, T, S), VQ loss)."""
         z = self.to_code(self.encoder(self.patch_embed(video)))
-        return self.quantizer(z)
+        return self.vq(z)
 
     def _decoder_input(self, latents: torch.Tensor, t0: int = 0) -> torch.Tensor:
         """Quantised latents (B, T, S, code_dim) of the frames at time positions t0.. -> decoder tokens (B, T, S, D)."""
@@ -148,7 +156,7 @@ class VideoTokenizer(nn.Module):
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T, h, w) -> video (B, T, 3, H, W) float in [0, 1]."""
-        latents = self.quantizer.lookup(ids.flatten(-2))  # (B, T, S, code_dim)
+        latents = self.vq.lookup(ids.flatten(-2))  # (B, T, S, code_dim)
         return self._sliding(latents, self._decode_window).clamp(0, 1)
 
     def decode_pass(self, x: torch.Tensor, cache: list | None) -> tuple[torch.Tensor, list]:
@@ -199,7 +207,7 @@ class DecodeStream:
     def _prefill(self) -> torch.Tensor:
         """Fill the cache from the frames in `self.ids`; returns the decoder output of those frames."""
         tok = self.tokenizer
-        h, self.cache = tok.decoder.prefill(tok._decoder_input(tok.quantizer.lookup(self.ids)))
+        h, self.cache = tok.decoder.prefill(tok._decoder_input(tok.vq.lookup(self.ids)))
         return h
 
     @torch.no_grad()
@@ -214,7 +222,7 @@ class DecodeStream:
             else:
                 self.cache = None
         ids = ids.flatten(-2)[:, None]  # (B, 1, S)
-        x = tok._decoder_input(tok.quantizer.lookup(ids), t0=self.ids.shape[1])
+        x = tok._decoder_input(tok.vq.lookup(ids), t0=self.ids.shape[1])
         video, new_kv = (tok._compiled_decode or tok.decode_pass)(x, self.cache)
         if tok._compiled_decode is not None:
             # a CUDA-graph replay reuses its output memory: keep copies of what outlives this call

@@ -25,7 +25,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from genie.config import TrainConfig, to_dict
+from genie.config import TrainConfig, current_keys, to_dict
 from genie.data.ranks import is_launch_rank_zero
 from genie.data.video import write_gif, write_image
 from genie.models.checkpoint import RunError, load_checkpoint, refused, stage_of
@@ -42,7 +42,8 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
     if run_dir.exists() and overwrite and is_launch_rank_zero():  # the other ranks must not delete what rank 0 made
         shutil.rmtree(run_dir)
     elif last.is_file() and saved.is_file():
-        old = yaml.safe_load(saved.read_text()) or {}
+        # a config.yaml saved before a field was renamed names it the old way (genie.config.current_keys)
+        old = current_keys(type(config), yaml.safe_load(saved.read_text()) or {})
         # compared as YAML reads them back (a tuple such as a rectangular resolution is saved as a list)
         if old.get("model") != yaml.safe_load(yaml.safe_dump(new.get("model"))):
             raise RunError(
