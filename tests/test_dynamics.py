@@ -1,14 +1,14 @@
 import pytest
+import tiny
 import torch
 
-from genie.models.dynamics import DynamicsConfig, DynamicsModel
+from genie.models.dynamics import DynamicsModel
 from genie.models.sampling import RolloutState, generate
 
 
 def tiny_dynamics(**kw) -> DynamicsModel:
     torch.manual_seed(0)
-    cfg = DynamicsConfig(num_codes=32, grid=4, num_actions=5, max_frames=6, dim=32, depth=2, num_heads=2, **kw)
-    return DynamicsModel(cfg).eval()
+    return tiny.tiny_dynamics(num_codes=32, grid=4, num_actions=5, max_frames=6, depth=2, **kw).eval()
 
 
 def test_cached_step_matches_full_forward():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_lam
 
 from genie.cli import main
 from genie.config import ConfigError, load_config
@@ -18,7 +19,7 @@ from genie.data.clips import discover_videos
 from genie.data.video import read_video, write_video
 from genie.inference import infer_actions, to_model_input
 from genie.models.checkpoint import RunError
-from genie.models.lam import LAMConfig, LatentActionModel, load_lam
+from genie.models.lam import LatentActionModel, load_lam
 from genie.training.lam_stage import LAMRunConfig
 
 # The pipeline run's LAM (tests/conftest.py: configs/sprites/lam.yaml at 400 steps on 64 sprite episodes, 6 held
@@ -208,7 +209,7 @@ def test_run_config_follows_the_data():
 
 
 def test_encoder_and_decoder_shapes():
-    model = LatentActionModel(LAMConfig(resolution=16, patch=4, max_frames=5, dim=32, enc_depth=1, dec_depth=1))
+    model = tiny_lam(resolution=16, patch=4, max_frames=5, code_dim=32)
     video = torch.rand(3, 5, 3, 16, 16)
     z_q, ids, vq_loss, z = model.encode(video)
     assert z_q.shape == z.shape == (3, 4, 32) and ids.shape == (3, 4) and vq_loss.ndim == 0

@@ -9,10 +9,8 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import tiny
 
-from genie.models.dynamics import DynamicsConfig, DynamicsModel
-from genie.models.lam import LAMConfig, LatentActionModel
-from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 from genie.models.world import WorldModel
 
 GENIE = Path(__file__).resolve().parent.parent / "genie"
@@ -21,13 +19,7 @@ FOUNDATION = {"genie", "genie.config", "genie.metrics"}
 
 
 def tiny_world() -> WorldModel:
-    common = dict(resolution=16, patch=4, max_frames=4, dim=32, enc_depth=1, dec_depth=1, num_heads=2, code_dim=8)
-    tokenizer = VideoTokenizer(TokenizerConfig(num_codes=16, **common))
-    lam = LatentActionModel(LAMConfig(num_actions=4, **common))
-    dynamics = DynamicsModel(
-        DynamicsConfig(num_codes=16, grid=tokenizer.grid, num_actions=4, max_frames=4, dim=32, depth=1, num_heads=2)
-    )
-    return WorldModel(tokenizer, lam, dynamics, prompt=np.zeros((2, 16, 16, 3), np.uint8))
+    return tiny.tiny_world(prompt=np.zeros((2, 16, 16, 3), np.uint8))
 
 
 def test_loading_and_stepping_a_bundle_imports_no_lightning(tmp_path):

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
 from genie.config import ConfigError
 from genie.data.actions import ActionMap
 from genie.data.video import read_frames, read_video, write_image
-from genie.models.dynamics import DynamicsConfig, DynamicsModel
-from genie.models.lam import LAMConfig, LatentActionModel
 from genie.models.pixels import float_to_video
-from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 from genie.models.world import WorldModel
 from genie.play import make_server, play_command
 
@@ -42,37 +40,9 @@ TINY_PROMPT = np.zeros((2, 16, 16, 3), np.uint8)  # two black frames
 
 
 def tiny_world(prompt: np.ndarray | None = TINY_PROMPT, tokenizer_frames: int = 4) -> WorldModel:
-    """An untrained 16x16 world with 4 latent actions: random weights, real code paths."""
-    tokenizer = VideoTokenizer(
-        TokenizerConfig(
-            resolution=16,
-            patch=4,
-            max_frames=tokenizer_frames,
-            dim=32,
-            enc_depth=1,
-            dec_depth=2,
-            num_heads=2,
-            num_codes=16,
-            code_dim=8,
-        )
-    )
-    lam = LatentActionModel(
-        LAMConfig(
-            resolution=16,
-            patch=4,
-            max_frames=4,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_actions=4,
-            code_dim=8,
-        )
-    )
-    dynamics = DynamicsModel(
-        DynamicsConfig(num_codes=16, grid=4, num_actions=4, max_frames=4, dim=32, depth=1, num_heads=2)
-    )
-    return WorldModel(tokenizer, lam, dynamics, prompt=prompt)
+    """An untrained 16x16 world with 4 latent actions: random weights, real code paths (a tokenizer decoder of
+    two blocks: per-block caches)."""
+    return tiny.tiny_world(prompt, tokenizer_frames=tokenizer_frames, dec_depth=2)
 
 
 def test_a_tokenizer_with_a_shorter_window_decodes_the_newest_context_frames_within_it():

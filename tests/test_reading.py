@@ -17,6 +17,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_lam
 
 from genie.cli import main
 from genie.data import video as video_mod
@@ -31,7 +32,7 @@ from genie.data.video import (
     write_image,
 )
 from genie.inference import WindowedActions, infer_actions, to_model_input, video_actions
-from genie.models.lam import LAMConfig, LatentActionModel
+from genie.models.lam import LatentActionModel
 
 
 def frames_with_marker(count: int = 12, height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:
@@ -75,14 +76,11 @@ def damage_tail(path: Path, fraction: float = 0.4) -> Path:
 
 
 def random_lam_checkpoint(path: Path, resolution: int = 16, max_frames: int = 6) -> Path:
-    cfg = LAMConfig(
-        resolution=resolution, patch=8, max_frames=max_frames, dim=32, enc_depth=1, dec_depth=1, num_heads=2
-    )
     torch.manual_seed(0)
-    model = LatentActionModel(cfg)
+    model = tiny_lam(resolution, max_frames=max_frames)
     torch.save(
         {
-            "hyper_parameters": {"stage": "lam", "config": {"model": dataclasses.asdict(cfg)}},
+            "hyper_parameters": {"stage": "lam", "config": {"model": dataclasses.asdict(model.cfg)}},
             "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
             "global_step": 0,
         },
@@ -278,9 +276,7 @@ def reference_actions(model: LatentActionModel, video: np.ndarray, window: int) 
 @pytest.mark.parametrize("length", [2, 5, 6, 7, 23, 40])
 def test_streamed_actions_equal_the_whole_video_windows(length):
     torch.manual_seed(0)
-    model = LatentActionModel(
-        LAMConfig(resolution=16, patch=8, max_frames=6, dim=32, enc_depth=1, dec_depth=1, num_heads=2)
-    ).eval()
+    model = tiny_lam(resolution=16, max_frames=6).eval()
     video = np.random.default_rng(length).integers(0, 256, (length, 16, 16, 3), dtype=np.uint8)
     expected = reference_actions(model, video, 6)
     assert infer_actions(model, video) == expected

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
 from genie.cli import main
@@ -16,8 +17,6 @@ from genie.config import ConfigError, DataConfig, load_config
 from genie.data.datamodule import VideoDataModule
 from genie.data.video import read_frames, read_video, write_video
 from genie.inference import infer_actions
-from genie.models.dynamics import DynamicsConfig, DynamicsModel
-from genie.models.lam import LAMConfig, LatentActionModel
 from genie.models.pixels import fit_frames
 from genie.models.sampling import rollout_video
 from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
@@ -28,38 +27,8 @@ WIDE = (24, 40)  # (H, W): a 5:3 grid of 8-pixel patches, 3x5 tokens, small enou
 
 
 def tiny_models(resolution=WIDE, patch: int = 8, max_frames: int = 4):
-    tokenizer = VideoTokenizer(
-        TokenizerConfig(
-            resolution=resolution,
-            patch=patch,
-            max_frames=max_frames,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_codes=16,
-            code_dim=8,
-        )
-    )
-    lam = LatentActionModel(
-        LAMConfig(
-            resolution=resolution,
-            patch=patch,
-            max_frames=max_frames,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_actions=4,
-            code_dim=8,
-        )
-    )
-    dynamics = DynamicsModel(
-        DynamicsConfig(
-            num_codes=16, grid=tokenizer.grid, num_actions=4, max_frames=max_frames, dim=32, depth=1, num_heads=2
-        )
-    )
-    return tokenizer, lam, dynamics
+    """(tokenizer, LAM, dynamics), untrained, at `resolution` (default WIDE: 3x5 tokens)."""
+    return tiny.tiny_models(resolution, patch, max_frames)
 
 
 def disk_frames(height: int, width: int, frames: int = 6, radius_fraction: float = 0.3) -> np.ndarray:

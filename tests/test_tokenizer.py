@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 
 from genie.config import ConfigError, DataConfig, TrainConfig, load_config
@@ -19,22 +20,20 @@ from genie.training.trainer import train_stage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-TINY = dict(
-    resolution=32, patch=4, max_frames=6, dim=32, enc_depth=1, dec_depth=1, num_heads=2, num_codes=64, code_dim=8
-)
+MAX_FRAMES = 6  # the tiny tokenizers' window here
 
 
-def tiny_tokenizer(seed: int = 0) -> VideoTokenizer:
+def tiny_tokenizer(seed: int = 0, **fields) -> VideoTokenizer:
     torch.manual_seed(seed)
-    return VideoTokenizer(TokenizerConfig(**TINY)).eval()
+    return tiny.tiny_tokenizer(max_frames=MAX_FRAMES, **fields).eval()
 
 
 def run_config(run_dir: Path, data_dir: Path, max_steps: int, **train) -> TokenizerRunConfig:
     return TokenizerRunConfig(
         run_dir=str(run_dir),
         data=DataConfig(dir=str(data_dir), seq_len=4, resolution=32, batch_size=4, num_workers=0, max_val_clips=32),
-        model=TokenizerConfig(
-            **{**TINY, "dim": 64, "num_heads": 4, "num_codes": 256, "code_dim": 16, "restart_every": 20}
+        model=tiny.tokenizer_config(
+            max_frames=MAX_FRAMES, num_codes=256, dim=64, num_heads=4, code_dim=16, restart_every=20
         ),
         train=TrainConfig(
             max_steps=max_steps,
@@ -107,8 +106,7 @@ def test_clips_longer_than_max_frames_use_a_window_ending_at_each_frame():
 
 
 def deep_decoder_tokenizer() -> VideoTokenizer:
-    torch.manual_seed(0)
-    return VideoTokenizer(TokenizerConfig(**{**TINY, "dec_depth": 2})).eval()  # two blocks: per-block caches
+    return tiny_tokenizer(dec_depth=2)  # two blocks: per-block caches
 
 
 @pytest.mark.parametrize("slide, window", [(1, 6), (2, 6), (5, 6), (9, 6), (2, 3), (1, 1)])

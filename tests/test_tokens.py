@@ -9,44 +9,17 @@ import numpy as np
 import pytest
 import torch
 from einops import rearrange
+from tiny import tiny_lam, tiny_tokenizer
 
 from genie.config import DataConfig
 from genie.data.clips import VideoClips, usable_videos
 from genie.data.token_cache import META_FILE, TokenClips, TokenDataModule, ensure_token_cache
-from genie.models.lam import LAMConfig, LatentActionModel
 from genie.models.pixels import video_to_float
-from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 
 
 def frozen_models(seed: int = 0):
     torch.manual_seed(seed)
-    tokenizer = VideoTokenizer(
-        TokenizerConfig(
-            resolution=32,
-            patch=4,
-            max_frames=8,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_codes=64,
-            code_dim=8,
-        )
-    ).eval()
-    lam = LatentActionModel(
-        LAMConfig(
-            resolution=32,
-            patch=8,
-            max_frames=8,
-            dim=32,
-            enc_depth=1,
-            dec_depth=1,
-            num_heads=2,
-            num_actions=8,
-            code_dim=8,
-        )
-    ).eval()
-    return tokenizer, lam
+    return tiny_tokenizer().eval(), tiny_lam().eval()
 
 
 @pytest.fixture(scope="module")
