@@ -44,8 +44,9 @@ def lam_run(pipeline_lam) -> Path:
 @pytest.fixture(scope="module")
 def lam_metrics(lam_run) -> dict[str, float]:
     (log,) = lam_run.glob("logs/version_*/metrics.csv")
-    rows = [row for row in csv.DictReader(log.open()) if row.get("action_nmi")]
-    return {k: float(v) for k, v in rows[-1].items() if v}
+    rows = [row for row in csv.DictReader(log.open()) if row.get("val/action_nmi")]
+    assert all(name.startswith(("train/", "val/")) for name in rows[-1] if name not in ("step", "epoch"))
+    return {k.removeprefix("val/"): float(v) for k, v in rows[-1].items() if v}
 
 
 @pytest.fixture(scope="module")

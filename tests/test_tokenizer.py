@@ -182,7 +182,9 @@ def test_training_on_sprites_raises_reconstruction_psnr(trained):
     # measured on a 2-core CPU: 8.7 dB untrained, 22.5-23.1 dB after 400 steps (seeds 0-2)
     assert after > before + 10 and after > 20, (before, after)
     metrics = (run_dir / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"recon_psnr", "recon_ssim", "codebook_usage", "codebook_perplexity", "train/loss"} <= set(metrics)
+    logged = {"val/recon_psnr", "val/recon_ssim", "val/codebook_usage", "val/codebook_perplexity", "train/loss"}
+    assert logged | {"train/mse", "train/vq_loss", "train/frames_per_s"} <= set(metrics)
+    assert all(name.startswith(("train/", "val/")) for name in metrics if name not in ("step", "epoch")), metrics
     assert sorted(p.suffix for p in (run_dir / "samples").iterdir()) == [".gif", ".png"]
 
 

@@ -1,7 +1,9 @@
 """Training the latent action model: next-frame reconstruction + VQ loss, validated against ground truth.
 
-Ground-truth actions (where the data has them) are read only by the validation metrics `action_nmi`
-and `action_probe_acc`, never by the loss.
+Training logs `train/loss`, `train/recon_mse`, `train/vq_loss` and `train/codebook_perplexity`; validation logs
+`val/lam_psnr`, `val/lam_delta_psnr`, `val/codebook_usage`, `val/codebook_perplexity` and, where the data has
+ground-truth actions, `val/action_nmi` and `val/action_probe_acc`: the true actions are read only by those two
+metrics, never by the loss.
 """
 
 from __future__ import annotations
@@ -119,8 +121,8 @@ class LAMModule(L.LightningModule):
             self._log_samples(video, pred, pred_random)
 
     def on_validation_epoch_end(self) -> None:
-        """Log lam_psnr, lam_delta_psnr, the codebook statistics and, where true actions are known, action_nmi
-        and action_probe_acc."""
+        """Log val/lam_psnr, val/lam_delta_psnr, the codebook statistics and, where true actions are known,
+        val/action_nmi and val/action_probe_acc."""
         values = {k: torch.cat(v) for k, v in self._val.items() if v}
         if not values:
             return
@@ -136,7 +138,9 @@ class LAMModule(L.LightningModule):
             metrics["action_nmi"] = normalized_mutual_info(values["ids"][known].numpy(), truth)
             metrics["action_probe_acc"] = linear_probe_accuracy(values["z"][known].numpy(), truth)
         # NMI and the probe are computed per rank (on its share of val clips) and averaged across ranks
-        self.log_dict({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, prog_bar=True, sync_dist=True)
+        self.log_dict(
+            {f"val/{k}": float(v) for k, v in metrics.items() if np.isfinite(v)}, prog_bar=True, sync_dist=True
+        )
         self._val = {}
 
     def _log_samples(self, video: torch.Tensor, pred: torch.Tensor, pred_random: torch.Tensor, clips: int = 4) -> None:

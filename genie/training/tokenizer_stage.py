@@ -1,7 +1,9 @@
 """Training the video tokenizer: reconstruction (MSE, optionally + L1) plus the VQ loss.
 
-Validation logs `recon_psnr`, `recon_ssim`, `codebook_usage` and `codebook_perplexity` (over all val
-ids of the epoch) and, every `train.sample_every_steps`, real | reconstructed samples.
+Training logs `train/loss`, `train/mse`, `train/vq_loss` and `train/frames_per_s`; validation logs `val/recon_psnr`,
+`val/recon_ssim`, `val/codebook_usage` and `val/codebook_perplexity` (over all val ids of the epoch) and, every
+`train.sample_every_steps`, real | reconstructed samples. (Every stage logs under `train/` and `val/`; `genie eval`'s
+metrics.json keeps its own, unprefixed names.)
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class TokenizerModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """The loss of a video batch (uint8 (B, T, H, W, 3)): scalar float tensor; logs train/loss, train/mse,
-        train/vq_loss and the training speed."""
+        train/vq_loss and the training speed (train/frames_per_s)."""
         video = video_to_float(batch["video"])  # (B, T, 3, H, W)
         loss, terms = tokenizer_loss(self.model, video, self.cfg.l1_weight)
         self.log_dict({"train/loss": loss, "train/mse": terms["mse"], "train/vq_loss": terms["vq_loss"]})
@@ -106,7 +108,7 @@ class TokenizerModule(L.LightningModule):
         return loss
 
     def _log_speed(self, frames_per_step: int) -> None:
-        """`train_frames_per_s` over the last `log_every_steps` steps (wall clock, all devices)."""
+        """`train/frames_per_s` over the last `log_every_steps` steps (wall clock, all devices)."""
         every = self.cfg.train.log_every_steps
         if (self.global_step + 1) % every:  # the steps at which Lightning writes its logs
             return
@@ -114,16 +116,16 @@ class TokenizerModule(L.LightningModule):
         if self._tic is not None and now[1] > self._tic[1]:
             steps = now[1] - self._tic[1]
             rate = steps * frames_per_step * self.trainer.world_size / (now[0] - self._tic[0])
-            self.log("train_frames_per_s", rate, rank_zero_only=True)
+            self.log("train/frames_per_s", rate, rank_zero_only=True)
         self._tic = now
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Log recon_psnr and recon_ssim of a video batch, count its codes, and log a sample when due."""
+        """Log val/recon_psnr and val/recon_ssim of a video batch, count its codes, and log a sample when due."""
         video = video_to_float(batch["video"])
         recon, ids, _ = self.model(video)
         size = video.shape[0]
-        self.log("recon_psnr", psnr(recon, video).mean(), batch_size=size, sync_dist=True, prog_bar=True)
-        self.log("recon_ssim", ssim(recon, video).mean(), batch_size=size, sync_dist=True)
+        self.log("val/recon_psnr", psnr(recon, video).mean(), batch_size=size, sync_dist=True, prog_bar=True)
+        self.log("val/recon_ssim", ssim(recon, video).mean(), batch_size=size, sync_dist=True)
         self.val_code_counts += torch.bincount(ids.flatten(), minlength=self.model.num_codes)
         if batch_idx == 0 and self.global_step >= self._next_sample_step:
             self._log_sample(video[:SAMPLE_CLIPS], recon[:SAMPLE_CLIPS])
@@ -131,9 +133,10 @@ class TokenizerModule(L.LightningModule):
             self._next_sample_step = (self.global_step // every + 1) * every
 
     def on_validation_epoch_end(self) -> None:
-        """Log the codebook usage of the epoch's validation codes, summed over ranks."""
+        """Log the codebook usage of the epoch's validation codes (val/codebook_usage, val/codebook_perplexity),
+        summed over ranks."""
         counts = self.trainer.strategy.reduce(self.val_code_counts, reduce_op="sum")
-        self.log_dict(code_count_stats(counts), rank_zero_only=True)
+        self.log_dict({f"val/{k}": v for k, v in code_count_stats(counts).items()}, rank_zero_only=True)
         self.val_code_counts.zero_()
 
     def _log_sample(self, real: torch.Tensor, recon: torch.Tensor) -> None:
