@@ -92,6 +92,20 @@ def test_tokens_and_reconstruction_of_a_frame_ignore_later_frames():
     assert not torch.allclose(frames[:, 3:], frames_changed[:, 3:])
 
 
+def test_a_per_patch_encoder_gives_unchanged_patches_the_same_id_at_every_frame_and_place():
+    # enc_depth 0: the id of a patch is a function of its pixels alone (issue 13: copyable tokens)
+    tok = tiny.tiny_tokenizer(enc_depth=0).eval()
+    frame = torch.rand(3, 32, 32)
+    frame[:, :, 16:] = frame[:, :, :16]  # the right half repeats the left half
+    video = frame.repeat(1, 6, 1, 1, 1)
+    video[0, 3:, :, :4, :4] = 1 - video[0, 3:, :, :4, :4]  # one patch changes from frame 3 on
+    ids = tok.encode(video)[0]  # (T, 8, 8)
+    assert (ids[1:, 1:] == ids[:-1, 1:]).all() and (ids[1:, 0, 1:] == ids[:-1, 0, 1:]).all()
+    assert (ids[:, :, 4:] == ids[:, :, :4])[:, 1:].all()
+    # with encoder blocks, the same patch takes the context into account
+    assert not hasattr(tok.patch_embed, "pos_time") and hasattr(tiny.tiny_tokenizer().patch_embed, "pos_time")
+
+
 def test_clips_longer_than_max_frames_use_a_window_ending_at_each_frame():
     model = tiny_tokenizer()
     video = torch.rand(1, 9, 3, 32, 32)  # max_frames is 6

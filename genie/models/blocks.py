@@ -198,21 +198,26 @@ def _init_weights(module: nn.Module) -> None:
 class PatchEmbed(nn.Module):
     """Frames (B, T, C, H, W) -> patch tokens (B, T, h*w, D) with learned space and time positions.
 
-    `resolution` is int (square) or (H, W); the patch must divide both sides (ValueError otherwise)."""
+    `resolution` is int (square) or (H, W); the patch must divide both sides (ValueError otherwise).
+    `positions=False` leaves the positions out: each token is then a function of its patch's pixels alone."""
 
-    def __init__(self, patch: int, in_channels: int, dim: int, resolution, max_frames: int):
+    def __init__(self, patch: int, in_channels: int, dim: int, resolution, max_frames: int, positions: bool = True):
         super().__init__()
         self.patch = patch
         self.grid_size = patch_grid(resolution, patch)  # (h, w) tokens per frame
         self.proj = nn.Linear(in_channels * patch * patch, dim)
-        self.pos_space = nn.Parameter(torch.randn(1, 1, self.grid_size[0] * self.grid_size[1], dim) * 0.02)
-        self.pos_time = nn.Parameter(torch.randn(1, max_frames, 1, dim) * 0.02)
+        self.positions = positions
+        if positions:
+            self.pos_space = nn.Parameter(torch.randn(1, 1, self.grid_size[0] * self.grid_size[1], dim) * 0.02)
+            self.pos_time = nn.Parameter(torch.randn(1, max_frames, 1, dim) * 0.02)
 
     def forward(self, video: torch.Tensor, t0: int = 0) -> torch.Tensor:
         """float video (B, T, 3, H, W) -> tokens (B, T, (H/p)*(W/p), dim) with space and time position embeddings,
         time positions starting at `t0`."""
         x = rearrange(video, "b t c (h p) (w q) -> b t (h w) (p q c)", p=self.patch, q=self.patch)
         x = self.proj(x)
+        if not self.positions:
+            return x
         return x + self.pos_space + self.pos_time[:, t0 : t0 + x.shape[1]]
 
 

@@ -40,7 +40,9 @@ class TokenizerConfig:
     dim: int = 256
     """transformer width"""
     enc_depth: int = 4
-    """encoder ST-transformer blocks"""
+    """encoder ST-transformer blocks; 0 makes the encoder per-patch (a linear map of each patch's pixels, no
+    positions), so a patch whose pixels do not change keeps its token id from frame to frame: the tokens a dynamics
+    model has to copy stay copyable (docs/results.md, issue 13)"""
     dec_depth: int = 4
     """decoder ST-transformer blocks"""
     num_heads: int = 4
@@ -91,7 +93,11 @@ class VideoTokenizer(RenamedSubmodules):
                 causal_time=True,
             )
 
-        self.patch_embed = PatchEmbed(cfg.patch, 3, cfg.dim, cfg.resolution, cfg.max_frames)
+        # without encoder blocks the positions could only make equal patches at different places or times take
+        # different ids (measured: 10 % of unchanged patches changed id between frames with them, flat backgrounds)
+        self.patch_embed = PatchEmbed(
+            cfg.patch, 3, cfg.dim, cfg.resolution, cfg.max_frames, positions=cfg.enc_depth > 0
+        )
         self.encoder = STTransformer(st(cfg.enc_depth))
         self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
         self.vq = VectorQuantizer(
