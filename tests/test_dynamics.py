@@ -150,3 +150,23 @@ def test_compiled_sampling_pass_matches_eager_as_the_cache_grows():
             generator=torch.Generator().manual_seed(0),
         )
     assert new.shape == (2, 7, 16) and int(new.min()) >= 0 and int(new.max()) < 32
+
+
+@pytest.mark.parametrize("weight", [1.0, 5.0])
+def test_motion_weight_weighs_the_tokens_that_changed_since_the_previous_frame(weight):
+    model = tiny.tiny_dynamics(motion_weight=weight)
+    ids = torch.randint(0, 64, (2, 1, 64)).repeat(1, 4, 1)
+    ids[:, 2:, :10] = (ids[:, 2:, :10] + 1) % 64  # ten tokens change at frame 2 (and stay changed at frame 3)
+    actions = torch.randint(0, 8, (2, 3))
+    torch.manual_seed(0)
+    loss, stats = model.loss(ids, actions)
+    torch.manual_seed(0)
+    mask = model.random_mask(ids)  # the mask loss() drew
+    ce = torch.nn.functional.cross_entropy(
+        model(torch.where(mask, model.mask_id, ids), actions).flatten(0, 2), ids.flatten(), reduction="none"
+    ).view_as(ids)
+    changed = torch.zeros_like(mask)
+    changed[:, 2, :10] = True
+    w = mask * torch.where(changed, weight, 1.0)
+    torch.testing.assert_close(loss, (ce * w).sum() / w.sum())
+    assert set(stats) == {"masked_acc", "moving_acc"} and 0 <= stats["moving_acc"] <= 1

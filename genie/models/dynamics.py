@@ -53,6 +53,10 @@ class DynamicsConfig:
     U(0, context_noise) of them with random ids, and the loss asks for the true ids there too, so the
     model learns to read past frames it generated itself, errors included (GameNGen, Valevski et al. 2024,
     sec. 3.2.1 noises its context frames for the same reason); 0 turns it off"""
+    motion_weight: float = 1.0
+    """loss weight of the scored tokens whose id differs from the same place in the previous frame (1 = plain
+    MaskGIT): most tokens of a game frame are static and copied, so the few that carry the motion (the player, the
+    balls) get little of the gradient; weighting them is the change weighting of motion-aware video losses"""
     tie_embeddings: bool = False
     """logits from the token embedding matrix (MaskGIT's output layer, Chang et al. 2022, and BERT's): a token
     the model has to copy from the previous frame scores by its own embedding, so copying works for token
@@ -134,7 +138,9 @@ class DynamicsModel(nn.Module):
 
     def loss(self, ids: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MaskGIT loss: cross-entropy on the masked (and, with context_noise, corrupted) tokens of every frame
-        of ids (B, T, S) long with transition actions (B, T-1) long; returns (scalar loss, {"masked_acc"})."""
+        of ids (B, T, S) long with transition actions (B, T-1) long; returns (scalar loss, {"masked_acc",
+        "moving_acc"}): the argmax's accuracy on all masked tokens, and on those whose id changed since the previous
+        frame."""
         mask = self.random_mask(ids)
         inputs = torch.where(mask, torch.full_like(ids, self.mask_id), ids)
         scored = mask
@@ -144,15 +150,22 @@ class DynamicsModel(nn.Module):
         logits = self(inputs, actions)  # (B, T, S, V)
         # unscored tokens are ignored by target, not dropped with logits[mask]: boolean indexing sizes its
         # output from the data, a device-to-host read that stalls every training step
-        num_scored = scored.sum().clamp(min=1)
         targets = torch.where(scored, ids, torch.full_like(ids, -100))
-        loss = (
-            F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), ignore_index=-100, reduction="sum")
-            / num_scored
-        )
+        per_token = F.cross_entropy(
+            logits.flatten(0, 2).float(), targets.flatten(), ignore_index=-100, reduction="none"
+        ).view_as(ids)
+        weight = scored.float()
+        if self.cfg.motion_weight != 1.0:
+            changed = F.pad(ids[:, 1:] != ids[:, :-1], (0, 0, 1, 0))  # (B, T, S); frame 0 has no previous frame
+            weight = weight * torch.where(changed, self.cfg.motion_weight, 1.0)
+        loss = (per_token * weight).sum() / weight.sum().clamp(min=1)
         with torch.no_grad():
-            acc = ((logits.argmax(-1) == ids) & mask).sum() / mask.sum().clamp(min=1)
-        return loss, {"masked_acc": acc}
+            right = (logits.argmax(-1) == ids) & mask
+            acc = right.sum() / mask.sum().clamp(min=1)
+            # the same on the masked tokens that differ from the previous frame: what copying cannot get
+            moved = mask & F.pad(ids[:, 1:] != ids[:, :-1], (0, 0, 1, 0))
+            moving_acc = (right & moved).sum() / moved.sum().clamp(min=1)
+        return loss, {"masked_acc": acc, "moving_acc": moving_acc}
 
     # ------------------------------------------------------------------------------------ sampling
 

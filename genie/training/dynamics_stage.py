@@ -152,6 +152,7 @@ class DynamicsModule(L.LightningModule):
         loss, stats = dynamics_loss(self.model, ids, actions)
         self.log("val/loss", loss, sync_dist=True)
         self.log("val/masked_acc", stats["masked_acc"], sync_dist=True)
+        self.log("val/moving_acc", stats["moving_acc"], sync_dist=True)
         if batch_idx == 0:
             self._rollout_metrics(video, ids, actions)
 
