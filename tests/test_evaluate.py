@@ -76,6 +76,19 @@ def test_collapse_measure_passes_real_video_and_flags_blank_noise_and_frozen_fra
         assert bad[1:].mean() > 0.9, name
 
 
+def test_blockiness_flags_a_world_dissolved_into_token_sized_blocks(real_clips):
+    # what a dissolving rollout looks like: each 4x4 patch of a real frame replaced by one flat colour, its mean
+    bounds = reference_bounds(real_clips[:4], patch=4)
+    assert "blockiness" in bounds and "blockiness" not in reference_bounds(real_clips[:4])
+    for clip in real_clips[4:]:
+        assert degenerate_frames(frame_statistics(clip, patch=4), bounds).mean() < 0.05
+    clip = real_clips[4]
+    quilt = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(clip, 4), scale_factor=4, mode="nearest")
+    stats = frame_statistics(quilt, patch=4)
+    assert degenerate_frames(stats, bounds).mean() > 0.9
+    assert (stats["blockiness"] > bounds["blockiness"][1]).mean() > 0.9  # flagged by blockiness itself
+
+
 def test_eval_split_follows_the_training_split_and_counts_training_files(tmp_path):
     sprites.generate(tmp_path, episodes=10, seed=0, progress=False)
     from genie.config import DataConfig
