@@ -14,8 +14,9 @@ from genie.data.actions import ActionMap
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "coinrun-cpu.pt"
 # Bars under the shipped model's figures on 8 clips of 4 held-out episodes, measured for procgen seeds 7-10
-# (2-core Intel Xeon): recon_psnr 32.1-32.4 dB, rollout_psnr@1 16.5-20.0, @4 12.6-14.6, delta_t_psnr
-# 0.64-2.75 dB (docs/coinrun.md has the 64-clip figures with intervals)
+# (2-core Intel Xeon) at the bundle's 2 MaskGIT steps: recon_psnr 32.1-32.4 dB, rollout_psnr@1 15.6-18.1, @4
+# 12.0-14.0, delta_t_psnr 0.52-2.77 dB (at 8 steps: @1 16.5-20.0, @4 12.6-14.6, delta_t_psnr 0.64-2.75;
+# docs/coinrun.md has the 64-clip figures with intervals)
 RECON_BAR = 30.0
 ROLLOUT1_BAR = 14.0
 ROLLOUT4_BAR = 11.0
