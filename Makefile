@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# the whole suite (295 tests, 26.5 minutes on a 2-core Intel Xeon from a fresh clone, 28.7 with the install, most of it in the tests marked slow)
+# the whole suite (328 tests, 24 minutes on a 2-core Intel Xeon from a fresh clone, 26.4 with the install, most of it in the tests marked slow)
 test: $(STAMP)
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .
 	$(BIN)/python -m pytest tests -q
