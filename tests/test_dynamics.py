@@ -23,6 +23,31 @@ def test_cached_step_matches_full_forward():
     torch.testing.assert_close(stepped, full, atol=1e-4, rtol=1e-4)
 
 
+def test_prev_frame_input_reaches_masked_tokens_and_the_cached_step_matches():
+    """prev_frame_input: a masked token reads the token at its place in the previous frame, in the full forward
+    (training) and in the cached step (sampling) alike; without the option the same model ignores prev_ids."""
+    model = tiny_dynamics(prev_frame_input=True)
+    ids = torch.randint(0, 32, (2, 5, 16))
+    actions = torch.randint(0, 5, (2, 4))
+    inputs = ids.clone()
+    inputs[:, -1, ::2] = model.mask_id  # half of the last frame masked
+    prev = model.prev_frame_ids(ids)
+    with torch.no_grad():
+        full = model(inputs, actions, prev)[:, -1]
+        cache = model.prefill(ids[:, :-1], actions[:, :-1])
+        h, _ = model.transformer.step(model.embed(inputs[:, -1:], actions[:, -1:], t0=4, prev_ids=prev[:, -1:]), cache)
+        torch.testing.assert_close(model.logits(h)[:, 0], full, atol=1e-4, rtol=1e-4)
+        other = prev.clone()
+        other[:, -1] = (other[:, -1] + 1) % 32  # another previous frame, read only by the masked tokens
+        moved = model.embed(inputs, model.prev_actions(actions), prev_ids=other) - model.embed(
+            inputs, model.prev_actions(actions), prev_ids=prev
+        )
+        assert moved[:, -1, ::2].abs().amax() > 0 and moved[:, -1, 1::2].abs().amax() == 0
+        assert moved[:, :-1].abs().amax() == 0
+        model.cfg.prev_frame_input = False
+        torch.testing.assert_close(model(inputs, actions, other), model(inputs, actions, prev))
+
+
 def test_future_frames_do_not_change_past_logits():
     model = tiny_dynamics()
     ids = torch.randint(0, 32, (1, 5, 16))

@@ -61,6 +61,12 @@ class DynamicsConfig:
     """logits from the token embedding matrix (MaskGIT's output layer, Chang et al. 2022, and BERT's): a token
     the model has to copy from the previous frame scores by its own embedding, so copying works for token
     combinations never seen in training instead of being learned per token (docs/results.md)"""
+    prev_frame_input: bool = False
+    """a masked token of frame t >= 1 gets, added to [MASK]'s embedding, the embedding of the token at the same
+    place in frame t-1 (our design, not from a paper): copying is the default input, and the first layer's spatial
+    attention within the new frame already sees the previous frame's layout, so it can move what the action
+    moves instead of first fetching the past through temporal attention. Frame t-1's true ids are used in
+    training, as sampling always has them"""
     maskgit_steps: int = 8
     """MaskGIT steps per generated frame (sampling default, overridable per call)"""
     temperature: float = 1.0
@@ -94,20 +100,34 @@ class DynamicsModel(nn.Module):
         nn.init.trunc_normal_(self.action_embed.weight, std=0.02)
         self._compiled_pass = None  # set by compile_sampling()
 
-    def embed(self, ids: torch.Tensor, prev_actions: torch.Tensor, t0: int = 0) -> torch.Tensor:
-        """ids (B, T, S) (mask_id allowed) and the action that led to each frame (B, T) (-1 = none) -> (B, T, S, D)."""
+    def embed(
+        self, ids: torch.Tensor, prev_actions: torch.Tensor, t0: int = 0, prev_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """ids (B, T, S) (mask_id allowed) and the action that led to each frame (B, T) (-1 = none) -> (B, T, S, D).
+
+        prev_ids (B, T, S): each frame's previous frame's ids (-1 where there is none), read by masked tokens when
+        cfg.prev_frame_input is set; None = no previous frame given."""
         actions = torch.where(prev_actions < 0, torch.full_like(prev_actions, self.cfg.num_actions), prev_actions)
         x = self.token_embed(ids) + self.action_embed(actions)[:, :, None]
+        if self.cfg.prev_frame_input and prev_ids is not None:
+            use = (ids == self.mask_id) & (prev_ids >= 0)
+            x = x + self.token_embed(prev_ids.clamp(min=0)) * use[..., None]
         return x + self.pos_space + self.pos_time[:, t0 : t0 + ids.shape[1]]
+
+    @staticmethod
+    def prev_frame_ids(ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T, S) -> each frame's previous frame's ids (B, T, S), -1 for frame 0."""
+        return F.pad(ids[:, :-1], (0, 0, 1, 0), value=-1)
 
     @staticmethod
     def prev_actions(actions: torch.Tensor) -> torch.Tensor:
         """Transition actions (B, T-1) -> the action that led to each frame (B, T), -1 for frame 0."""
         return F.pad(actions, (1, 0), value=-1)
 
-    def forward(self, ids: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """ids (B, T, S), actions (B, T-1) -> logits (B, T, S, num_codes)."""
-        return self.logits(self.transformer(self.embed(ids, self.prev_actions(actions))))
+    def forward(self, ids: torch.Tensor, actions: torch.Tensor, prev_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B, T, S), actions (B, T-1) -> logits (B, T, S, num_codes); prev_ids as in `embed` (in training:
+        `prev_frame_ids` of the unmasked clip)."""
+        return self.logits(self.transformer(self.embed(ids, self.prev_actions(actions), prev_ids=prev_ids)))
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Transformer output (..., D) -> logits over the codebook (..., num_codes)."""
@@ -147,7 +167,7 @@ class DynamicsModel(nn.Module):
         if self.cfg.context_noise > 0:
             inputs, noisy = self.corrupt(inputs, mask)
             scored = mask | noisy
-        logits = self(inputs, actions)  # (B, T, S, V)
+        logits = self(inputs, actions, self.prev_frame_ids(ids))  # (B, T, S, V)
         # unscored tokens are ignored by target, not dropped with logits[mask]: boolean indexing sizes its
         # output from the data, a device-to-host read that stalls every training step
         targets = torch.where(scored, ids, torch.full_like(ids, -100))
@@ -183,8 +203,10 @@ class DynamicsModel(nn.Module):
         steps: int | None = None,
         temperature: float | None = None,
         generator: torch.Generator | None = None,
+        prev_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list]:
-        """MaskGIT-decode the frame at time `t_index` after `action` (B,), given the past frames' cache.
+        """MaskGIT-decode the frame at time `t_index` after `action` (B,), given the past frames' cache and the
+        last past frame's ids prev_ids (B, S) (read when cfg.prev_frame_input is set).
 
         Starts fully masked; each step samples every masked token, keeps the most confident ones and
         re-masks the rest on a cosine schedule, with Gumbel noise on the confidences (MaskGIT's random
@@ -196,10 +218,11 @@ class DynamicsModel(nn.Module):
         device = action.device
         ids = torch.full((b, 1, s), self.mask_id, dtype=torch.long, device=device)
         prev = action.view(b, 1)
+        last = None if prev_ids is None else prev_ids.view(b, 1, s)
         frame_pass = self._compiled_pass or self.frame_pass
         for step in range(steps):
             masked = ids == self.mask_id  # (B, 1, S)
-            logits, _ = frame_pass(self.embed(ids, prev, t0=t_index), cache)  # (B, 1, S, V)
+            logits, _ = frame_pass(self.embed(ids, prev, t0=t_index, prev_ids=last), cache)  # (B, 1, S, V)
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
                 sampled = torch.multinomial(rearrange(probs, "b t s v -> (b t s) v"), 1, generator=generator).view(
@@ -218,7 +241,7 @@ class DynamicsModel(nn.Module):
             if keep_masked > 0:
                 lowest = confidence.topk(keep_masked, dim=-1, largest=False).indices
                 ids = ids.scatter(-1, lowest, self.mask_id)
-        _, new_kv = frame_pass(self.embed(ids, prev, t0=t_index), cache)
+        _, new_kv = frame_pass(self.embed(ids, prev, t0=t_index, prev_ids=last), cache)
         if self._compiled_pass is not None:
             # a CUDA-graph replay reuses its output memory: keep a copy of what goes into the cache
             new_kv = [(k.clone(), v.clone()) for k, v in new_kv]

@@ -70,7 +70,9 @@ class RolloutState:
             self.actions = self.actions[:, self.actions.shape[1] - (keep - 1) :]
             self.cache = self.dynamics.prefill(self.ids, self.actions)
         t_index = self.ids.shape[1]
-        new_ids, new_kv = self.dynamics.sample_next(self.cache, t_index, action, steps, temperature, generator)
+        new_ids, new_kv = self.dynamics.sample_next(
+            self.cache, t_index, action, steps, temperature, generator, prev_ids=self.ids[:, -1]
+        )
         self.cache = STTransformer.extend(self.cache, new_kv)
         self.ids = torch.cat([self.ids, new_ids[:, None]], dim=1)
         self.actions = torch.cat([self.actions, action[:, None]], dim=1)
