@@ -23,10 +23,12 @@ def test_cached_step_matches_full_forward():
     torch.testing.assert_close(stepped, full, atol=1e-4, rtol=1e-4)
 
 
-def test_prev_frame_input_reaches_masked_tokens_and_the_cached_step_matches():
-    """prev_frame_input: a masked token reads the token at its place in the previous frame, in the full forward
-    (training) and in the cached step (sampling) alike; without the option the same model ignores prev_ids."""
-    model = tiny_dynamics(prev_frame_input=True)
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_prev_frame_input_reaches_masked_tokens_and_the_cached_step_matches(kernel):
+    """prev_frame_input: a masked token reads the token at its place in the previous frame (kernel 3: and its
+    neighbours), in the full forward (training) and in the cached step (sampling) alike; without the option the
+    same model ignores prev_ids."""
+    model = tiny_dynamics(prev_frame_input=True, prev_frame_kernel=kernel)
     ids = torch.randint(0, 32, (2, 5, 16))
     actions = torch.randint(0, 5, (2, 4))
     inputs = ids.clone()
@@ -44,6 +46,12 @@ def test_prev_frame_input_reaches_masked_tokens_and_the_cached_step_matches():
         )
         assert moved[:, -1, ::2].abs().amax() > 0 and moved[:, -1, 1::2].abs().amax() == 0
         assert moved[:, :-1].abs().amax() == 0
+        one = prev.clone()
+        one[:, -1, 0] = (one[:, -1, 0] + 1) % 32  # only the top-left token; token 4 (masked) is below it
+        below = model.embed(inputs, model.prev_actions(actions), prev_ids=one) - model.embed(
+            inputs, model.prev_actions(actions), prev_ids=prev
+        )
+        assert (below[:, -1, 4].abs().amax() > 0) == (kernel > 1)
         model.cfg.prev_frame_input = False
         torch.testing.assert_close(model(inputs, actions, other), model(inputs, actions, prev))
 

@@ -67,6 +67,10 @@ class DynamicsConfig:
     attention within the new frame already sees the previous frame's layout, so it can move what the action
     moves instead of first fetching the past through temporal attention. Frame t-1's true ids are used in
     training, as sampling always has them"""
+    prev_frame_kernel: int = 1
+    """with prev_frame_input: 1 reads the previous frame's token at the same place; k > 1 (odd) a learned k x k
+    convolution over the previous frame's token embeddings, started as the identity, so a masked token sees where
+    something moving by up to k // 2 tokens came from"""
     maskgit_steps: int = 8
     """MaskGIT steps per generated frame (sampling default, overridable per call)"""
     temperature: float = 1.0
@@ -87,6 +91,15 @@ class DynamicsModel(nn.Module):
         self.action_embed = nn.Embedding(cfg.num_actions + 1, cfg.dim)  # last row: "no action" for frame 0
         self.pos_space = nn.Parameter(torch.randn(1, 1, self.num_tokens, cfg.dim) * 0.02)
         self.pos_time = nn.Parameter(torch.randn(1, cfg.max_frames, 1, cfg.dim) * 0.02)
+        if cfg.prev_frame_input and cfg.prev_frame_kernel > 1:
+            if cfg.prev_frame_kernel % 2 == 0:
+                raise ValueError(f"prev_frame_kernel must be odd, got {cfg.prev_frame_kernel}")
+            k = cfg.prev_frame_kernel
+            self.prev_conv = nn.Conv2d(cfg.dim, cfg.dim, k, padding=k // 2)
+            with torch.no_grad():  # the identity at the centre, a little noise elsewhere
+                nn.init.normal_(self.prev_conv.weight, std=0.02 / k)
+                self.prev_conv.weight[:, :, k // 2, k // 2] += torch.eye(cfg.dim)
+                self.prev_conv.bias.zero_()
         self.transformer = STTransformer(
             STConfig(cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, qk_norm=True, causal_time=True)
         )
@@ -111,7 +124,12 @@ class DynamicsModel(nn.Module):
         x = self.token_embed(ids) + self.action_embed(actions)[:, :, None]
         if self.cfg.prev_frame_input and prev_ids is not None:
             use = (ids == self.mask_id) & (prev_ids >= 0)
-            x = x + self.token_embed(prev_ids.clamp(min=0)) * use[..., None]
+            prev = self.token_embed(prev_ids.clamp(min=0))  # (B, T, S, D)
+            if hasattr(self, "prev_conv"):
+                h, w = self.grid_size
+                grid = rearrange(prev, "b t (h w) d -> (b t) d h w", h=h, w=w)
+                prev = rearrange(self.prev_conv(grid), "(b t) d h w -> b t (h w) d", b=ids.shape[0])
+            x = x + prev * use[..., None]
         return x + self.pos_space + self.pos_time[:, t0 : t0 + ids.shape[1]]
 
     @staticmethod

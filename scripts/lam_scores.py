@@ -1,0 +1,29 @@
+"""How well a LAM's latent actions name a folder's true actions, beside a supervised inverse-dynamics ceiling:
+genie.data.actions.action_scores for a LAM alone (a run folder, .ckpt or bundle), so LAM variants can be compared
+on held-out episodes without training a dynamics model first.
+
+    python scripts/lam_scores.py runs/coinrun-cpu/lam data/coinrun-cpu-heldout [--frame-stride 1] [--out F]
+"""
+
+import argparse
+import json
+from types import SimpleNamespace
+
+from genie.data.actions import action_scores
+from genie.models.lam import load_lam
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("lam", help="LAM run folder, stage checkpoint or world-model bundle")
+parser.add_argument("data", help="folder of videos with *.actions.npy sidecars (held-out episodes)")
+parser.add_argument("--frame-stride", type=int, default=1, help="score every n-th frame's transition")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--out", help="also write the scores to this JSON file")
+args = parser.parse_args()
+lam = load_lam(args.lam)
+world = SimpleNamespace(lam=lam, resolution=lam.cfg.resolution, device="cpu", meta=None)
+scores = action_scores(world, args.data, frame_stride=args.frame_stride, seed=args.seed, progress=True)
+scores["probe_of_ceiling"] = scores["action_probe_acc"] / scores["idm_ceiling_acc"]
+text = json.dumps(scores, indent=1)
+print(text)
+if args.out:
+    open(args.out, "w").write(text + "\n")
