@@ -218,6 +218,24 @@ def test_encoder_and_decoder_shapes():
     assert pred.shape == (3, 4, 3, 16, 16) and model.infer_actions(video).dtype == torch.long
 
 
+def test_diff_plus_frame_encoder_reads_where_a_move_happens():
+    """encoder_input "diff+frame": the same frame difference over another frame t+1 gives another latent (the
+    "diff" encoder cannot tell them apart), and a transition's latent still ignores later frames."""
+    torch.manual_seed(0)
+    for encoder_input, differs in (("diff", False), ("diff+frame", True)):
+        model = tiny_lam(resolution=16, patch=4, max_frames=4, encoder_input=encoder_input).eval()
+        video = torch.rand(2, 4, 3, 16, 16) * 0.5
+        offset = video + 0.3  # the same differences, brighter frames
+        _, _, _, z = model.encode(video)
+        _, _, _, z_offset = model.encode(offset)
+        assert (not torch.allclose(z, z_offset, atol=1e-5)) == differs, encoder_input
+        changed = video.clone()
+        changed[:, 3:] = torch.rand_like(changed[:, 3:])
+        assert torch.allclose(model.encode(changed)[3][:, :2], z[:, :2], atol=1e-5)
+    with pytest.raises(ValueError, match="encoder_input"):
+        tiny_lam(encoder_input="frames")
+
+
 def test_shift_within_patch_rolls_each_clip_by_its_own_offset():
     from genie.models.lam import shift_within_patch
 

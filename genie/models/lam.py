@@ -10,6 +10,8 @@ Two choices keep the codes tied to actions rather than to anything else that cha
 has the measurements):
 - The encoder reads differences, not frames. With whole frames it mixed each episode's background
   into the latent and the codes meant different actions in different episodes (NMI 0.07-0.37).
+  `encoder_input: diff+frame` adds frame t+1 back, for games where the difference alone hides the action
+  (docs/coinrun.md).
 - The decoder predicts the change from frame t (its output layer starts at zero: the untrained model copies
   frame t), so the loss is spent on what moved, and the code is what explains the moves.
 """
@@ -57,9 +59,15 @@ class LAMConfig:
     """dimension of an action code"""
     vq_beta: float = 0.25
     """commitment weight of the VQ loss (beta of van den Oord et al. 2017, eq. 3)"""
+    encoder_input: str = "diff"
+    """what the encoder reads of each transition t -> t+1: "diff" (x[t+1] - x[t], 3 channels a pixel) or
+    "diff+frame" (the difference and frame t+1, 6 channels: what an inverse-dynamics model sees, for games where
+    the same key moves things differently by where the player stands, e.g. on the ground or in the air)"""
 
     def __post_init__(self):
         self.resolution = canonical_resolution(self.resolution, "LAM resolution")
+        if self.encoder_input not in ("diff", "diff+frame"):
+            raise ValueError(f"encoder_input must be 'diff' or 'diff+frame', got {self.encoder_input!r}")
 
 
 class LatentActionModel(RenamedSubmodules):
@@ -77,7 +85,8 @@ class LatentActionModel(RenamedSubmodules):
 
         # one time position shared by all frames (max_frames=1 broadcasts): with a position per frame the
         # codes came to mean different actions early and late in a clip
-        self.enc_embed = PatchEmbed(cfg.patch, 3, cfg.dim, cfg.resolution, max_frames=1)
+        channels = 3 if cfg.encoder_input == "diff" else 6
+        self.enc_embed = PatchEmbed(cfg.patch, channels, cfg.dim, cfg.resolution, max_frames=1)
         self.action_token = nn.Parameter(torch.randn(1, 1, 1, cfg.dim) * 0.02)
         self.encoder = st(cfg.enc_depth)
         self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
@@ -109,6 +118,8 @@ class LatentActionModel(RenamedSubmodules):
         b, t = video.shape[:2]
         self._check_length(t)
         diffs = video[:, 1:] - video[:, :-1]  # (B, T-1, 3, H, W)
+        if self.cfg.encoder_input == "diff+frame":
+            diffs = torch.cat([diffs, video[:, 1:]], dim=2)  # (B, T-1, 6, H, W)
         if self.training:
             diffs = shift_within_patch(diffs, self.cfg.patch)
         patches = self.enc_embed(diffs)  # (B, T-1, S, D)
