@@ -20,7 +20,9 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--out", help="also write the scores to this JSON file")
 args = parser.parse_args()
 lam = load_lam(args.lam)
-world = SimpleNamespace(lam=lam, resolution=lam.cfg.resolution, num_actions=lam.cfg.num_actions, device="cpu", meta=None)
+world = SimpleNamespace(
+    lam=lam, resolution=lam.cfg.resolution, num_actions=lam.cfg.num_actions, device="cpu", meta=None
+)
 scores = action_scores(world, args.data, frame_stride=args.frame_stride, seed=args.seed, progress=True)
 scores["probe_of_ceiling"] = scores["action_probe_acc"] / scores["idm_ceiling_acc"]
 text = json.dumps(scores, indent=1)
