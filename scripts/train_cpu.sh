@@ -2,7 +2,7 @@
 # A real-gameplay world model on a 2-core CPU, with the CoinRun recipe (configs/coinrun-cpu/):
 #   bash scripts/train_cpu.sh coinrun     # docs/coinrun.md: the shipped models/coinrun-cpu.pt
 #   bash scripts/train_cpu.sh breakout    # docs/breakout.md: the same recipe on Atari Breakout
-# data (128 training episodes of seed 0, 32 held-out ones of seed 1: other levels / other games) -> tokenizer
+# data (128 training episodes of seed 0, 32 held-out ones of seed 1: other levels / other episodes) -> tokenizer
 # and LAM side by side (one thread each: on 2 cores two one-thread runs beat one two-thread run) -> dynamics
 # -> bundle -> held-out eval with a 1,000-step persistence rollout -> rollout GIFs. Re-running resumes or
 # skips finished stages. Logs in $RUN/*.log; DATA, HELDOUT and RUN override the folders.

@@ -54,6 +54,8 @@ def test_prev_frame_input_reaches_masked_tokens_and_the_cached_step_matches(kern
         assert (below[:, -1, 4].abs().amax() > 0) == (kernel > 1)
         model.cfg.prev_frame_input = False
         torch.testing.assert_close(model(inputs, actions, other), model(inputs, actions, prev))
+    with pytest.raises(ValueError, match="prev_frame_kernel"):
+        tiny_dynamics(prev_frame_input=True, prev_frame_kernel=kernel + 1)
 
 
 def test_future_frames_do_not_change_past_logits():

@@ -70,7 +70,7 @@ class DynamicsConfig:
     prev_frame_kernel: int = 1
     """with prev_frame_input: 1 reads the previous frame's token at the same place; k > 1 (odd) a learned k x k
     convolution over the previous frame's token embeddings, started as the identity, so a masked token sees where
-    something moving by up to k // 2 tokens came from"""
+    something moving by up to k // 2 tokens came from (ValueError unless odd and >= 1)"""
     maskgit_steps: int = 8
     """MaskGIT steps per generated frame (sampling default, overridable per call)"""
     temperature: float = 1.0
@@ -78,6 +78,8 @@ class DynamicsConfig:
 
     def __post_init__(self):
         self.grid = canonical_resolution(self.grid, "dynamics grid")
+        if self.prev_frame_kernel < 1 or self.prev_frame_kernel % 2 == 0:
+            raise ValueError(f"prev_frame_kernel must be an odd number >= 1, got {self.prev_frame_kernel}")
 
 
 class DynamicsModel(nn.Module):
@@ -92,8 +94,6 @@ class DynamicsModel(nn.Module):
         self.pos_space = nn.Parameter(torch.randn(1, 1, self.num_tokens, cfg.dim) * 0.02)
         self.pos_time = nn.Parameter(torch.randn(1, cfg.max_frames, 1, cfg.dim) * 0.02)
         if cfg.prev_frame_input and cfg.prev_frame_kernel > 1:
-            if cfg.prev_frame_kernel % 2 == 0:
-                raise ValueError(f"prev_frame_kernel must be odd, got {cfg.prev_frame_kernel}")
             k = cfg.prev_frame_kernel
             self.prev_conv = nn.Conv2d(cfg.dim, cfg.dim, k, padding=k // 2)
             with torch.no_grad():  # the identity at the centre, a little noise elsewhere
@@ -118,8 +118,8 @@ class DynamicsModel(nn.Module):
     ) -> torch.Tensor:
         """ids (B, T, S) (mask_id allowed) and the action that led to each frame (B, T) (-1 = none) -> (B, T, S, D).
 
-        prev_ids (B, T, S): each frame's previous frame's ids (-1 where there is none), read by masked tokens when
-        cfg.prev_frame_input is set; None = no previous frame given."""
+        prev_ids (B, T, S) long: each frame's previous frame's ids, in [0, num_codes) or -1 where there is none (never
+        mask_id), read by masked tokens when cfg.prev_frame_input is set; None = no previous frame given."""
         actions = torch.where(prev_actions < 0, torch.full_like(prev_actions, self.cfg.num_actions), prev_actions)
         x = self.token_embed(ids) + self.action_embed(actions)[:, :, None]
         if self.cfg.prev_frame_input and prev_ids is not None:
@@ -185,7 +185,8 @@ class DynamicsModel(nn.Module):
         if self.cfg.context_noise > 0:
             inputs, noisy = self.corrupt(inputs, mask)
             scored = mask | noisy
-        logits = self(inputs, actions, self.prev_frame_ids(ids))  # (B, T, S, V)
+        # the previous frame as the context shows it: with context_noise, its corrupted tokens too
+        logits = self(inputs, actions, self.prev_frame_ids(torch.where(mask, ids, inputs)))  # (B, T, S, V)
         # unscored tokens are ignored by target, not dropped with logits[mask]: boolean indexing sizes its
         # output from the data, a device-to-host read that stalls every training step
         targets = torch.where(scored, ids, torch.full_like(ids, -100))
@@ -224,11 +225,12 @@ class DynamicsModel(nn.Module):
         prev_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list]:
         """MaskGIT-decode the frame at time `t_index` after `action` (B,), given the past frames' cache and the
-        last past frame's ids prev_ids (B, S) (read when cfg.prev_frame_input is set).
+        last past frame's ids prev_ids (B, S) long (read when cfg.prev_frame_input is set).
 
         Starts fully masked; each step samples every masked token, keeps the most confident ones and
         re-masks the rest on a cosine schedule, with Gumbel noise on the confidences (MaskGIT's random
-        sampling). Returns the new ids (B, S) and the new frame's per-block kv for extending the cache.
+        sampling); temperature 0 takes each token's most likely id, without noise. Returns the new ids (B, S)
+        and the new frame's per-block kv for extending the cache.
         """
         steps = steps or self.cfg.maskgit_steps
         temperature = self.cfg.temperature if temperature is None else temperature

@@ -10,8 +10,8 @@ Two choices keep the codes tied to actions rather than to anything else that cha
 has the measurements):
 - The encoder reads differences, not frames. With whole frames it mixed each episode's background
   into the latent and the codes meant different actions in different episodes (NMI 0.07-0.37).
-  `encoder_input: diff+frame` adds frame t+1 back, for games where the difference alone hides the action
-  (docs/coinrun.md).
+  `encoder_input: diff+frame` adds frame t+1 back, for games where the difference alone may hide the action
+  (tried on CoinRun: no better, docs/coinrun.md).
 - The decoder predicts the change from frame t (its output layer starts at zero: the untrained model copies
   frame t), so the loss is spent on what moved, and the code is what explains the moves.
 """
@@ -117,12 +117,12 @@ class LatentActionModel(RenamedSubmodules):
         continuous z (B, T-1, code_dim)."""
         b, t = video.shape[:2]
         self._check_length(t)
-        diffs = video[:, 1:] - video[:, :-1]  # (B, T-1, 3, H, W)
+        enc_in = video[:, 1:] - video[:, :-1]  # (B, T-1, 3, H, W): the differences
         if self.cfg.encoder_input == "diff+frame":
-            diffs = torch.cat([diffs, video[:, 1:]], dim=2)  # (B, T-1, 6, H, W)
+            enc_in = torch.cat([enc_in, video[:, 1:]], dim=2)  # (B, T-1, 6, H, W)
         if self.training:
-            diffs = shift_within_patch(diffs, self.cfg.patch)
-        patches = self.enc_embed(diffs)  # (B, T-1, S, D)
+            enc_in = shift_within_patch(enc_in, self.cfg.patch)
+        patches = self.enc_embed(enc_in)  # (B, T-1, S, D)
         token = self.action_token.expand(b, t - 1, -1, -1)  # (B, T-1, 1, D)
         # each transition alone: an encoder that saw earlier transitions coded actions relative to them
         x = self.encoder(
