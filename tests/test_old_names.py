@@ -19,6 +19,7 @@ from genie.models.lam import load_lam
 from genie.models.tokenizer import load_tokenizer
 from genie.models.world import WorldModel
 from genie.training.dynamics_stage import DynamicsModule, DynamicsRunConfig
+from genie.training.lam_stage import LAMRunConfig
 from genie.training.tokenizer_stage import TokenizerModule, TokenizerRunConfig
 from genie.training.trainer import prepare_run_dir
 
@@ -161,3 +162,20 @@ def test_config_files_and_run_folders_that_say_beta_still_load(tmp_path):
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     with pytest.raises(RuntimeError, match="different model config"):
         prepare_run_dir(run_dir, cfg)
+
+
+def test_a_run_folder_saved_before_a_model_field_was_added_still_resumes(tmp_path):
+    # runs/coinrun-cpu/lam was saved before `encoder_input` existed: a field missing from the saved config takes
+    # its default, so the run resumes; set to something other than the default, the config is different
+    run_dir = tmp_path / "lam"
+    cfg = load_config(LAMRunConfig, None, [f"run_dir={run_dir}"])
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    saved = to_dict(cfg)
+    del saved["model"]["encoder_input"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert prepare_run_dir(run_dir, cfg) == run_dir / "checkpoints" / "last.ckpt"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    other = load_config(LAMRunConfig, None, [f"run_dir={run_dir}", "model.encoder_input=diff+frame"])
+    with pytest.raises(RuntimeError, match="different model config"):
+        prepare_run_dir(run_dir, other)

@@ -113,23 +113,40 @@ class DynamicsModel(nn.Module):
         nn.init.trunc_normal_(self.action_embed.weight, std=0.02)
         self._compiled_pass = None  # set by compile_sampling()
 
+    def prev_frame_embedding(self, prev_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """What a masked token reads of the previous frame: prev_ids (B, T, S) long, each frame's previous frame's
+        ids in [0, num_codes) or -1 where there is none (never mask_id) -> (B, T, S, D) float, zero where -1 (with
+        cfg.prev_frame_kernel > 1, after the k x k convolution); None when cfg.prev_frame_input is off or prev_ids
+        is None."""
+        if not self.cfg.prev_frame_input or prev_ids is None:
+            return None
+        prev = self.token_embed(prev_ids.clamp(min=0))  # (B, T, S, D)
+        if hasattr(self, "prev_conv"):
+            h, w = self.grid_size
+            grid = rearrange(prev, "b t (h w) d -> (b t) d h w", h=h, w=w)
+            prev = rearrange(self.prev_conv(grid), "(b t) d h w -> b t (h w) d", b=prev_ids.shape[0])
+        return prev * (prev_ids >= 0)[..., None]
+
     def embed(
-        self, ids: torch.Tensor, prev_actions: torch.Tensor, t0: int = 0, prev_ids: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        prev_actions: torch.Tensor,
+        t0: int = 0,
+        prev_ids: torch.Tensor | None = None,
+        prev_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """ids (B, T, S) (mask_id allowed) and the action that led to each frame (B, T) (-1 = none) -> (B, T, S, D).
 
         prev_ids (B, T, S) long: each frame's previous frame's ids, in [0, num_codes) or -1 where there is none (never
-        mask_id), read by masked tokens when cfg.prev_frame_input is set; None = no previous frame given."""
+        mask_id), read by masked tokens when cfg.prev_frame_input is set; None = no previous frame given.
+        prev_embedding: `prev_frame_embedding(prev_ids)` computed once (sampling reuses it at every MaskGIT step);
+        given, prev_ids is not read."""
         actions = torch.where(prev_actions < 0, torch.full_like(prev_actions, self.cfg.num_actions), prev_actions)
         x = self.token_embed(ids) + self.action_embed(actions)[:, :, None]
-        if self.cfg.prev_frame_input and prev_ids is not None:
-            use = (ids == self.mask_id) & (prev_ids >= 0)
-            prev = self.token_embed(prev_ids.clamp(min=0))  # (B, T, S, D)
-            if hasattr(self, "prev_conv"):
-                h, w = self.grid_size
-                grid = rearrange(prev, "b t (h w) d -> (b t) d h w", h=h, w=w)
-                prev = rearrange(self.prev_conv(grid), "(b t) d h w -> b t (h w) d", b=ids.shape[0])
-            x = x + prev * use[..., None]
+        if prev_embedding is None:
+            prev_embedding = self.prev_frame_embedding(prev_ids)
+        if prev_embedding is not None:
+            x = x + prev_embedding * (ids == self.mask_id)[..., None]
         return x + self.pos_space + self.pos_time[:, t0 : t0 + ids.shape[1]]
 
     @staticmethod
@@ -186,7 +203,8 @@ class DynamicsModel(nn.Module):
             inputs, noisy = self.corrupt(inputs, mask)
             scored = mask | noisy
         # the previous frame as the context shows it: with context_noise, its corrupted tokens too
-        logits = self(inputs, actions, self.prev_frame_ids(torch.where(mask, ids, inputs)))  # (B, T, S, V)
+        prev_ids = self.prev_frame_ids(torch.where(mask, ids, inputs)) if self.cfg.prev_frame_input else None
+        logits = self(inputs, actions, prev_ids)  # (B, T, S, V)
         # unscored tokens are ignored by target, not dropped with logits[mask]: boolean indexing sizes its
         # output from the data, a device-to-host read that stalls every training step
         targets = torch.where(scored, ids, torch.full_like(ids, -100))
@@ -238,11 +256,12 @@ class DynamicsModel(nn.Module):
         device = action.device
         ids = torch.full((b, 1, s), self.mask_id, dtype=torch.long, device=device)
         prev = action.view(b, 1)
-        last = None if prev_ids is None else prev_ids.view(b, 1, s)
+        # read by the masked tokens only: computed once a frame, and not at all for the final pass (nothing masked)
+        last = None if prev_ids is None else self.prev_frame_embedding(prev_ids.view(b, 1, s))
         frame_pass = self._compiled_pass or self.frame_pass
         for step in range(steps):
             masked = ids == self.mask_id  # (B, 1, S)
-            logits, _ = frame_pass(self.embed(ids, prev, t0=t_index, prev_ids=last), cache)  # (B, 1, S, V)
+            logits, _ = frame_pass(self.embed(ids, prev, t0=t_index, prev_embedding=last), cache)  # (B, 1, S, V)
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
                 sampled = torch.multinomial(rearrange(probs, "b t s v -> (b t s) v"), 1, generator=generator).view(
@@ -261,7 +280,7 @@ class DynamicsModel(nn.Module):
             if keep_masked > 0:
                 lowest = confidence.topk(keep_masked, dim=-1, largest=False).indices
                 ids = ids.scatter(-1, lowest, self.mask_id)
-        _, new_kv = frame_pass(self.embed(ids, prev, t0=t_index, prev_ids=last), cache)
+        _, new_kv = frame_pass(self.embed(ids, prev, t0=t_index), cache)
         if self._compiled_pass is not None:
             # a CUDA-graph replay reuses its output memory: keep a copy of what goes into the cache
             new_kv = [(k.clone(), v.clone()) for k, v in new_kv]

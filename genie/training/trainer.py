@@ -9,6 +9,7 @@ config differs is refused rather than silently mixed.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -44,8 +45,10 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
     elif last.is_file() and saved.is_file():
         # a config.yaml saved before a field was renamed names it the old way (genie.config.current_keys)
         old = current_keys(type(config), yaml.safe_load(saved.read_text()) or {})
+        # a field added to the model config since that run was saved takes its default there
+        old_model = {**_model_defaults(config), **(old.get("model") or {})}
         # compared as YAML reads them back (a tuple such as a rectangular resolution is saved as a list)
-        if old.get("model") != yaml.safe_load(yaml.safe_dump(new.get("model"))):
+        if old_model != yaml.safe_load(yaml.safe_dump(new.get("model"))):
             raise RunError(
                 f"{run_dir} holds a run with a different model config; pass --overwrite to replace it "
                 f"or set run_dir to a new folder"
@@ -53,6 +56,20 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(new, sort_keys=False))
     return last if last.is_file() else None
+
+
+def _model_defaults(config: Any) -> dict:
+    """The default value of each field of `config.model` that has one, as YAML reads it back."""
+    model = getattr(config, "model", None)
+    if not dataclasses.is_dataclass(model):
+        return {}
+    defaults = {}
+    for field in dataclasses.fields(model):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return yaml.safe_load(yaml.safe_dump(defaults)) if defaults else {}
 
 
 # ------------------------------------------------------------------------------------------ trainer
