@@ -110,8 +110,8 @@ def train_help(stage: str | None, text: str) -> str:
         return (
             f"{text}\nconfig fields of `genie train all` (its YAML file, e.g. configs/sprites/genie.yaml; override "
             "with KEY=VALUE or --KEY VALUE). A stage's own fields take the stage's name first, e.g. "
-            "tokenizer.train.max_steps=400 (`genie train tokenizer --help` lists them); data.* applies to "
-            f"every stage, e.g. data.num_workers=0.\n\n{config_help(PipelineConfig)}"
+            "tokenizer.train.max_steps=400 (`genie train tokenizer --help` lists them); data.* and train.* "
+            f"apply to every stage, e.g. data.num_workers=0 train.seed=1.\n\n{config_help(PipelineConfig)}"
         )
     return (
         f"{text}\nconfig fields of `genie train {stage}` (its YAML file sets them; override with KEY=VALUE, "

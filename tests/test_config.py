@@ -212,6 +212,10 @@ def test_train_all_routes_prefixed_overrides_to_their_stage():
     for stage, cfg in configs.items():  # unprefixed data.* applies to every stage; each stage has its folder
         assert cfg.data.dir == "/videos" and cfg.data.num_workers == 0 and cfg.run_dir == f"/r/{stage}"
     assert (configs["dynamics"].tokenizer, configs["dynamics"].lam) == ("/r/tokenizer", "/r/lam")
+    # unprefixed train.* reaches every stage too; a stage's own prefix wins
+    _, configs = stage_configs(GENIE_YAML, ["train.seed=3", "lam.train.seed=5", "train.max_steps=7"])
+    assert {stage: cfg.train.seed for stage, cfg in configs.items()} == {"tokenizer": 3, "lam": 5, "dynamics": 3}
+    assert all(cfg.train.max_steps == 7 for cfg in configs.values())
 
 
 def test_train_all_names_the_stage_of_a_bad_override():

@@ -67,8 +67,9 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
     config_path = Path(config_path)
     nested = parse_overrides(overrides or [])
     stage_overrides = {s: nested.pop(s) for s in STAGES if isinstance(nested.get(s), dict)}
-    # `data.dir=...` (what `--data` produces) applies to every stage
-    data_override = nested.pop("data", None)
+    # `data.dir=...` (what `--data` produces) and unprefixed `train.*` (e.g. train.seed, train.accelerator) apply to
+    # every stage; a stage's prefix wins over them
+    shared = {key: nested.pop(key) for key in ("data", "train") if isinstance(nested.get(key), dict)}
     pipeline = build_config(PipelineConfig, deep_merge(load_yaml(config_path), nested))
     configs = {}
     for stage in STAGES:
@@ -77,8 +78,8 @@ def stage_configs(config_path: str | Path, overrides: list[str] | None = None) -
         values["run_dir"] = str(Path(pipeline.run_dir) / stage)
         if pipeline.data_dir:
             values = deep_merge(values, {"data": {"dir": pipeline.data_dir}})
-        if data_override:
-            values = deep_merge(values, {"data": data_override})
+        if shared:
+            values = deep_merge(values, shared)
         if stage == "dynamics":
             values["tokenizer"] = str(Path(pipeline.run_dir) / "tokenizer")
             values["lam"] = str(Path(pipeline.run_dir) / "lam")
