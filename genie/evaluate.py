@@ -8,7 +8,9 @@ was trained on.
 Keys in metrics.json, each a mean over clips with `<key>_ci95` = [low, high], its 95 % percentile-bootstrap
 interval over clips: `recon_psnr`, `recon_ssim` (tokenizer, over its window), `lam_psnr`, `delta_t_psnr`
 (Genie's controllability at t = --horizon), `rollout_psnr@k` for k = 1, 4, 8, 16 (generated from the first
-frame with the clip's inferred latent actions; the context window slides as in play); on the sprite world
+frame with the clip's inferred latent actions; the context window slides as in play), `copy_psnr@k` (the no-model
+baseline: the first frame repeated, against real frame k; a world model that does not beat it at a horizon has
+learned nothing there that standing still does not give); on the sprite world
 `player_pos_error@k` (pixels, clips where the player is still drawn), `player_present@k` and
 `player_within_2px@k` (fractions of clips). Without intervals: `codebook_usage`, `codebook_perplexity`,
 `lam_codebook_*`, and with ground-truth sidecars `action_nmi`, `action_probe_acc`, `idm_ceiling_acc` and
@@ -126,7 +128,7 @@ def evaluate(
     sprites = is_sprite_world(data_dir)
     random_gen = torch.Generator().manual_seed(seed)
     values: dict[str, list] = {k: [] for k in ("recon_psnr", "recon_ssim", "lam_psnr", "delta_t_psnr")}
-    values.update({f"rollout_psnr@{k}": [] for k in ROLLOUT_KS if k < length})
+    values.update({f"{name}@{k}": [] for name in ("rollout_psnr", "copy_psnr") for k in ROLLOUT_KS if k < length})
     if sprites:
         for k in ROLLOUT_KS:
             if k < length:
@@ -149,6 +151,7 @@ def evaluate(
 
         generated = rollout_frames(world, frames[:, 0], actions, seed + index)  # (B, L-1, 3, H, W)
         per_frame = psnr(generated, video[:, 1:]).cpu()  # (B, L-1)
+        copied = psnr(video[:, :1].expand_as(video[:, 1:]), video[:, 1:]).cpu()  # (B, L-1): the first frame repeated
         random_actions = torch.randint(0, world.num_actions, (len(frames), horizon), generator=random_gen).to(
             world.device
         )
@@ -157,6 +160,7 @@ def evaluate(
         for k in ROLLOUT_KS:
             if k < length:
                 values[f"rollout_psnr@{k}"].append(per_frame[:, k - 1])
+                values[f"copy_psnr@{k}"].append(copied[:, k - 1])
         if sprites:
             real_pos, _ = player_position(video[:, 1:].cpu())
             fake_pos, found = player_position(generated.cpu())
@@ -217,6 +221,7 @@ def summary(metrics: dict) -> str:
         ("dynamics", "delta_t_psnr", "dB"),
     ]
     rows += [("", f"rollout_psnr@{k}", "dB") for k in ROLLOUT_KS]
+    rows += [("no model", f"copy_psnr@{k}", "dB") if k == 1 else ("", f"copy_psnr@{k}", "dB") for k in ROLLOUT_KS]
     rows += [("player", f"player_pos_error@{k}", "px") for k in (1, 8, 16)]
     rows += [("", f"player_within_2px@{k}", "") for k in (8, 16)] + [("", f"player_present@{k}", "") for k in (8, 16)]
     for group, key, unit in rows:
