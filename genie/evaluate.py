@@ -10,7 +10,8 @@ interval over clips: `recon_psnr`, `recon_ssim` (tokenizer, over its window), `l
 (Genie's controllability at t = --horizon), `rollout_psnr@k` for k = 1, 4, 8, 16 (generated from the first
 frame with the clip's inferred latent actions; the context window slides as in play), `copy_psnr@k` (the no-model
 baseline: the first frame repeated, against real frame k; a world model that does not beat it at a horizon has
-learned nothing there that standing still does not give); on the sprite world
+learned nothing there that standing still does not give), `rollout_gain_psnr@k` (rollout_psnr@k minus copy_psnr@k,
+clip by clip: its interval says whether the model beats standing still); on the sprite world
 `player_pos_error@k` (pixels, clips where the player is still drawn), `player_present@k` and
 `player_within_2px@k` (fractions of clips). Without intervals: `codebook_usage`, `codebook_perplexity`,
 `lam_codebook_*`, and with ground-truth sidecars `action_nmi`, `action_probe_acc`, `idm_ceiling_acc` and
@@ -128,7 +129,8 @@ def evaluate(
     sprites = is_sprite_world(data_dir)
     random_gen = torch.Generator().manual_seed(seed)
     values: dict[str, list] = {k: [] for k in ("recon_psnr", "recon_ssim", "lam_psnr", "delta_t_psnr")}
-    values.update({f"{name}@{k}": [] for name in ("rollout_psnr", "copy_psnr") for k in ROLLOUT_KS if k < length})
+    rollout_keys = ("rollout_psnr", "copy_psnr", "rollout_gain_psnr")
+    values.update({f"{name}@{k}": [] for name in rollout_keys for k in ROLLOUT_KS if k < length})
     if sprites:
         for k in ROLLOUT_KS:
             if k < length:
@@ -161,6 +163,7 @@ def evaluate(
             if k < length:
                 values[f"rollout_psnr@{k}"].append(per_frame[:, k - 1])
                 values[f"copy_psnr@{k}"].append(copied[:, k - 1])
+                values[f"rollout_gain_psnr@{k}"].append(per_frame[:, k - 1] - copied[:, k - 1])
         if sprites:
             real_pos, _ = player_position(video[:, 1:].cpu())
             fake_pos, found = player_position(generated.cpu())
@@ -222,6 +225,7 @@ def summary(metrics: dict) -> str:
     ]
     rows += [("", f"rollout_psnr@{k}", "dB") for k in ROLLOUT_KS]
     rows += [("no model", f"copy_psnr@{k}", "dB") if k == 1 else ("", f"copy_psnr@{k}", "dB") for k in ROLLOUT_KS]
+    rows += [("", f"rollout_gain_psnr@{k}", "dB") for k in ROLLOUT_KS]
     rows += [("player", f"player_pos_error@{k}", "px") for k in (1, 8, 16)]
     rows += [("", f"player_within_2px@{k}", "") for k in (8, 16)] + [("", f"player_present@{k}", "") for k in (8, 16)]
     for group, key, unit in rows:

@@ -167,6 +167,9 @@ def test_eval_compares_generated_frame_k_with_real_frame_k(tmp_path, monkeypatch
         eighths = torch.stack([clips[i]["video"][8] for i in range(len(clips))]).permute(0, 3, 1, 2).float() / 255
         assert metrics["copy_psnr@8"] == pytest.approx(ev.psnr(firsts, eighths).mean().item(), abs=1e-4)
         assert metrics["copy_psnr@8"] < 40 and metrics["copy_psnr@8_ci95"][0] <= metrics["copy_psnr@8"]
+        gain = metrics["rollout_gain_psnr@8"]
+        assert gain == pytest.approx(metrics["rollout_psnr@8"] - metrics["copy_psnr@8"], abs=1e-3)
+        assert (gain > 20) if perfect else (gain < 20)  # the oracle beats standing still by far, one frame late not
         if perfect:
             assert metrics["rollout_psnr@1"] == pytest.approx(100) and metrics["rollout_psnr@16"] == pytest.approx(100)
             assert metrics["player_pos_error@8"] == 0 and metrics["player_present@8"] == 1

@@ -48,7 +48,7 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
         # a field added to the model config since that run was saved takes its default there
         old_model = {**_model_defaults(config), **(old.get("model") or {})}
         # compared as YAML reads them back (a tuple such as a rectangular resolution is saved as a list)
-        if old_model != yaml.safe_load(yaml.safe_dump(new.get("model"))):
+        if old_model != (yaml.safe_load(yaml.safe_dump(new.get("model"))) or {}):
             raise RunError(
                 f"{run_dir} holds a run with a different model config; pass --overwrite to replace it "
                 f"or set run_dir to a new folder"
@@ -59,16 +59,21 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
 
 
 def _model_defaults(config: Any) -> dict:
-    """The default value of each field of `config.model` that has one, as YAML reads it back."""
+    """The default value of each field of `config.model` that has one, as YAML reads it back. Filling a field
+    missing from an old run's config.yaml with its default is right only while each new field's default keeps
+    the behaviour the run was trained with (so a new model option must default to "off")."""
     model = getattr(config, "model", None)
     if not dataclasses.is_dataclass(model):
         return {}
     defaults = {}
     for field in dataclasses.fields(model):
         if field.default is not dataclasses.MISSING:
-            defaults[field.name] = field.default
+            value = field.default
         elif field.default_factory is not dataclasses.MISSING:
-            defaults[field.name] = field.default_factory()
+            value = field.default_factory()
+        else:
+            continue
+        defaults[field.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     return yaml.safe_load(yaml.safe_dump(defaults)) if defaults else {}
 
 
