@@ -16,14 +16,16 @@ from genie.models.pixels import float_to_video
 from genie.models.world import WorldModel
 
 ROOT = Path(__file__).resolve().parents[1]
-# Held-out bars (docs/results.md, issue 13). At the demo budget the first generated frame puts the player
-# within 1.7-1.9 px of its true place (3 runs: E7-E9, held-out episodes); by frame 8 it is gone in most
-# clips, and delta_t_psnr's interval reaches 0 in every run but one: those targets are not met, so they are
-# reported, not asserted. The bars sit well below the measured draws: this config's tokenizer is smaller.
-# Since E19 (prev_frame_input, greedy sampling) the player is in one piece at frame 8 in 84-95 % of clips, but
-# that is two runs of one tokenizer seed: reported in docs/results.md, not yet a bar.
-PLAYER_PRESENT_BAR_1 = 0.5
-PLAYER_ERROR_BAR_1 = 4.0  # px
+# Held-out bars (docs/results.md, issue 13), under the spread of this very run (tests/conftest.py's overrides)
+# trained at seeds 0-3 (one thread each, 2-core Intel Xeon) and scored on the 16 held-out episodes below:
+# player within 1.74-1.82 px of its true place at frame 1 and present in 91-100 % of clips; in one piece at frame 8
+# in 81-91 % of clips (but 6.0-6.3 px off: the 2 px target is missed); delta_t_psnr 0.20-0.52 dB, its interval's
+# low end 0.00-0.16 (so "above 0" is not asserted: one seed touched 0); memory flat in all four, collapse flagged
+# in two. The bars sit under the lowest draw with a margin for another CPU's arithmetic.
+PLAYER_PRESENT_BAR_1 = 0.75
+PLAYER_ERROR_BAR_1 = 3.0  # px
+PLAYER_PRESENT_BAR_8 = 0.6
+DELTA_T_BAR = 0.05  # dB
 
 # every test here uses the pipeline run trained by tests/conftest.py (`bundle`, `train_all_args`)
 pytestmark = pytest.mark.slow
@@ -81,6 +83,12 @@ def test_first_generated_frame_puts_the_player_where_the_actions_took_it(metrics
     # the player's centroid in generated frame 1 against the real frame 1, on episodes never trained on
     assert metrics["player_present@1"] > PLAYER_PRESENT_BAR_1
     assert metrics["player_pos_error@1"] < PLAYER_ERROR_BAR_1
+    # and it is still there, in one piece, 8 generated frames on (greedy sampling with the previous frame's tokens)
+    assert metrics["player_present@8"] > PLAYER_PRESENT_BAR_8
+
+
+def test_the_inferred_actions_beat_random_ones(metrics):
+    assert metrics["delta_t_psnr"] > DELTA_T_BAR
 
 
 def test_a_long_random_rollout_keeps_flat_memory(metrics):
