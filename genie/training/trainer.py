@@ -59,22 +59,11 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
 
 
 def _model_defaults(config: Any) -> dict:
-    """The default value of each field of `config.model` that has one, as YAML reads it back. Filling a field
-    missing from an old run's config.yaml with its default is right only while each new field's default keeps
-    the behaviour the run was trained with (so a new model option must default to "off")."""
+    """`config.model`'s class at its defaults, as YAML reads it back. Filling a field missing from an old run's
+    config.yaml with its default is right only while each new field's default keeps the behaviour the run was
+    trained with (so a new model option must default to "off")."""
     model = getattr(config, "model", None)
-    if not dataclasses.is_dataclass(model):
-        return {}
-    defaults = {}
-    for field in dataclasses.fields(model):
-        if field.default is not dataclasses.MISSING:
-            value = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            value = field.default_factory()
-        else:
-            continue
-        defaults[field.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-    return yaml.safe_load(yaml.safe_dump(defaults)) if defaults else {}
+    return yaml.safe_load(yaml.safe_dump(to_dict(type(model)()))) if dataclasses.is_dataclass(model) else {}
 
 
 # ------------------------------------------------------------------------------------------ trainer
