@@ -225,7 +225,7 @@ def summary(metrics: dict) -> str:
     ]
     rows += [("", f"rollout_psnr@{k}", "dB") for k in ROLLOUT_KS]
     rows += [("no model" if k == 1 else "", f"copy_psnr@{k}", "dB") for k in ROLLOUT_KS]
-    rows += [("", f"rollout_gain_psnr@{k}", "dB") for k in ROLLOUT_KS]
+    rows += [("vs copy" if k == 1 else "", f"rollout_gain_psnr@{k}", "dB") for k in ROLLOUT_KS]
     rows += [("player", f"player_pos_error@{k}", "px") for k in (1, 8, 16)]
     rows += [("", f"player_within_2px@{k}", "") for k in (8, 16)] + [("", f"player_present@{k}", "") for k in (8, 16)]
     for group, key, unit in rows:
