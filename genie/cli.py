@@ -319,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-clips", type=int, default=64)
     ev.add_argument("--horizon", type=int, default=4, help="t of delta_t_psnr")
     ev.add_argument(
+        "--control-frames",
+        type=int,
+        default=10,
+        help="frames each latent code is held from each prompt in the control measure (0: leave it out)",
+    )
+    ev.add_argument("--control-prompts", type=int, default=24, help="prompt frames of the control measure")
+    ev.add_argument(
         "--split",
         choices=("val", "train", "all"),
         default="val",

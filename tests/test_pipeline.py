@@ -140,7 +140,9 @@ def test_actions_that_change_nothing_show_no_evidence_of_control(bundle, heldout
     assert low <= 0 <= high
     from genie.evaluate import summary
 
-    assert "no evidence that the actions control the world" in summary(metrics)
+    # every held code moves the same way: the named keys cannot all follow the game
+    assert metrics["control_fidelity"] < 0.5
+    assert "actions control the world" not in summary(metrics)
 
 
 def test_a_broken_dynamics_model_is_flagged_as_collapsed(bundle, heldout_data):

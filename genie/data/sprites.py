@@ -85,43 +85,63 @@ def _draw_ball(frame: np.ndarray, y: float, x: float, side: int, colour: np.ndar
     frame[y0 : y0 + side, x0 : x0 + side][mask] = colour
 
 
-def sample_episode(rng: np.random.Generator, cfg: SpriteWorldConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One episode: frames uint8 (T, size, width or size, 3) and actions int64 (T-1,)."""
-    side = cfg.player
-    extent = np.array([cfg.size, cfg.width or cfg.size])  # (height, width)
-    if cfg.background not in ("gradient", "flat"):
-        raise ValueError(f"sprite background must be 'gradient' or 'flat', got {cfg.background!r}")
-    background = (_flat_background if cfg.background == "flat" else _background)(rng, *extent, cfg.noise)
-    limit = extent - side  # the player's largest (y, x)
-    # array bounds draw the same numbers as the scalar bounds of a square world did: its episodes are unchanged
-    pos = rng.integers(0, limit // cfg.speed + 1) * cfg.speed
-    balls = rng.uniform(0, extent - cfg.ball_size, size=(cfg.balls, 2))
-    velocity = rng.uniform(0.5, 1.5, size=(cfg.balls, 2)) * rng.choice([-1, 1], size=(cfg.balls, 2))
-    colours = BALL_COLOURS[rng.permutation(len(BALL_COLOURS))[: cfg.balls]]
+class SpriteGame:
+    """The sprite world's state and rules, stepped by an action id (0..4 of ACTION_NAMES).
 
-    def render() -> np.ndarray:
-        frame = background.copy()
-        for (by, bx), colour in zip(balls, colours):
-            _draw_ball(frame, by, bx, cfg.ball_size, colour)
-        _draw_player(frame, pos[0], pos[1], side)
+    `step` moves the player `cfg.speed` pixels the action's way, stopping at the walls, and moves the balls
+    (bouncing off the walls); `render` draws the frame, uint8 (H, W, 3). `sample_episode` drives it with
+    the random policy; genie.control's tests step it with chosen actions (the game a world model must match).
+    """
+
+    def __init__(self, rng: np.random.Generator, cfg: SpriteWorldConfig):
+        if cfg.background not in ("gradient", "flat"):
+            raise ValueError(f"sprite background must be 'gradient' or 'flat', got {cfg.background!r}")
+        self.cfg = cfg
+        self.extent = np.array([cfg.size, cfg.width or cfg.size])  # (height, width)
+        self.background = (_flat_background if cfg.background == "flat" else _background)(rng, *self.extent, cfg.noise)
+        self.limit = self.extent - cfg.player  # the player's largest (y, x)
+        # array bounds draw the same numbers as the scalar bounds of a square world did: its episodes are unchanged
+        self.pos = rng.integers(0, self.limit // cfg.speed + 1) * cfg.speed
+        self.balls = rng.uniform(0, self.extent - cfg.ball_size, size=(cfg.balls, 2))
+        self.velocity = rng.uniform(0.5, 1.5, size=(cfg.balls, 2)) * rng.choice([-1, 1], size=(cfg.balls, 2))
+        self.colours = BALL_COLOURS[rng.permutation(len(BALL_COLOURS))[: cfg.balls]]
+
+    def render(self) -> np.ndarray:
+        """The current frame, uint8 (H, W, 3)."""
+        frame = self.background.copy()
+        for (by, bx), colour in zip(self.balls, self.colours):
+            _draw_ball(frame, by, bx, self.cfg.ball_size, colour)
+        _draw_player(frame, self.pos[0], self.pos[1], self.cfg.player)
         return frame
 
-    frames, actions = [render()], []
+    def feasible(self) -> list[int]:
+        """The actions that do not walk the player into a wall."""
+        moved = self.pos + ACTION_DELTAS * self.cfg.speed  # (actions, 2): where each action would put the player
+        return [a for a in range(len(ACTION_NAMES)) if 0 <= moved[a].min() and (moved[a] <= self.limit).all()]
+
+    def step(self, action: int) -> np.ndarray:
+        """Apply one action (the player stops at a wall) and move the balls; returns the new frame."""
+        self.pos = np.clip(self.pos + ACTION_DELTAS[action] * self.cfg.speed, 0, self.limit)
+        self.balls += self.velocity
+        bounce = (self.balls < 0) | (self.balls > self.extent - self.cfg.ball_size)
+        self.velocity[bounce] *= -1
+        np.clip(self.balls, 0, self.extent - self.cfg.ball_size, out=self.balls)
+        return self.render()
+
+
+def sample_episode(rng: np.random.Generator, cfg: SpriteWorldConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One episode: frames uint8 (T, size, width or size, 3) and actions int64 (T-1,)."""
+    game = SpriteGame(rng, cfg)
+    frames, actions = [game.render()], []
     action, hold = 0, 0
     for _ in range(cfg.frames - 1):
-        moved = pos + ACTION_DELTAS * cfg.speed  # (actions, 2): where each action would put the player
-        feasible = [a for a in range(len(ACTION_NAMES)) if 0 <= moved[a].min() and (moved[a] <= limit).all()]
+        feasible = game.feasible()
         if hold == 0 or action not in feasible:
             action = int(rng.choice(feasible))
             hold = int(rng.integers(cfg.min_repeat, cfg.max_repeat + 1))
         hold -= 1
-        pos = pos + ACTION_DELTAS[action] * cfg.speed
-        balls += velocity
-        bounce = (balls < 0) | (balls > extent - cfg.ball_size)
-        velocity[bounce] *= -1
-        np.clip(balls, 0, extent - cfg.ball_size, out=balls)
         actions.append(action)
-        frames.append(render())
+        frames.append(game.step(action))
     return np.stack(frames), np.asarray(actions, dtype=np.int64)
 
 

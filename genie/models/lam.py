@@ -3,8 +3,9 @@
 Encoder: an ST-transformer over the pixel patches of the frame differences x[t+1] - x[t], plus one
 learned action token per difference; with causal time attention, the token of difference t has seen
 frames <= t+1 and becomes the latent of transition t -> t+1, quantised to `num_actions` codes.
-Decoder: an ST-transformer over frames 1..t (causal in time) with the code of transition t added to
-every token of frame t; it predicts frame t+1, which it can only learn about through the code.
+Decoder: an ST-transformer over frames 1..t (causal in time; `decoder_context: frame`: frame t alone) with
+the code of transition t added to every token of frame t; it predicts frame t+1, which it can only learn
+about through the code.
 
 Two choices keep the codes tied to actions rather than to anything else that changes (docs/lam.md
 has the measurements):
@@ -63,11 +64,18 @@ class LAMConfig:
     """what the encoder reads of each transition t -> t+1: "diff" (x[t+1] - x[t], 3 channels a pixel) or
     "diff+frame" (the difference and frame t+1, 6 channels: what an inverse-dynamics model sees, for games where
     the same key moves things differently by where the player stands, e.g. on the ground or in the air)"""
+    decoder_context: str = "history"
+    """what the decoder sees besides the code when it predicts frame t+1: "history" (frames 1..t, causal in time)
+    or "frame" (frame t alone, every transition of a clip decoded on its own). With history the decoder can
+    guess a held action's direction from the motion so far, and the codes came to name an axis, not a
+    direction (issue 23); with frame t alone the direction has to come from the code"""
 
     def __post_init__(self):
         self.resolution = canonical_resolution(self.resolution, "LAM resolution")
         if self.encoder_input not in ("diff", "diff+frame"):
             raise ValueError(f"encoder_input must be 'diff' or 'diff+frame', got {self.encoder_input!r}")
+        if self.decoder_context not in ("history", "frame"):
+            raise ValueError(f"decoder_context must be 'history' or 'frame', got {self.decoder_context!r}")
 
 
 class LatentActionModel(RenamedSubmodules):
@@ -139,9 +147,12 @@ class LatentActionModel(RenamedSubmodules):
         """past frames 1..T-1 (B, T-1, 3, H, W) and codes (B, T-1, code_dim) -> predicted frames 2..T
         (B, T-1, 3, H, W)."""
         self._check_length(past.shape[1])
+        b = past.shape[0]
+        if self.cfg.decoder_context == "frame":  # each transition alone: frame t and its code
+            past, z_q = rearrange(past, "b t c h w -> (b t) 1 c h w"), rearrange(z_q, "b t d -> (b t) 1 d")
         x = self.dec_embed(past) + rearrange(self.from_code(z_q), "b t d -> b t 1 d")  # (B, T-1, S, D)
         delta = unpatchify(self.to_pixels(self.decoder(x)), self.cfg.patch, self.grid_size)
-        return past + delta
+        return rearrange(past + delta, "(b t) n c h w -> b (t n) c h w", b=b)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """video (B, T, 3, H, W) -> (predicted frames 2..T, ids (B, T-1), VQ loss)."""

@@ -1,0 +1,441 @@
+"""Does holding a key move the world the way the game does? The control measure of `genie eval` (issue 23).
+
+ΔtPSNR (Genie, Bruce et al. 2024, sec. 3.3) asks whether the inferred actions make the rollout closer to the
+real frames than random actions do; a world that barely moves passes it, since random actions change it a
+little more. This measure asks instead what a player sees: hold one action for `frames` frames from a
+held-out prompt and measure the motion it produces, against the motion the game makes for it.
+
+Motion of a transition (dy, dx) in pixels, positive down and right:
+- on the sprite world, the player's displacement (genie.metrics.player_position: the generator draws it in
+  a colour nothing else has), so a held key is scored on the thing it moves;
+- elsewhere the scene's global motion: the phase correlation (Kuglin & Hines 1975) of the two frames'
+  edge maps, the shift of the whole picture, which is how a side-scroller's camera shows that the player
+  walked or jumped.
+
+The references, from real held-out transitions (never the model's own frames):
+- per latent code, the mean motion of the real transitions the LAM gives that code;
+- per named key (with a bundle's action map: the code play binds to it), the mean motion of the real
+  transitions whose true action is the key's action (from the sidecars).
+
+`fidelity` of one held rollout = max(0, 1 - |D_gen - D_ref| / |D_ref|), D the displacement summed over the
+held frames: 1 when the rollout moves exactly as far and the same way as the game, 0 for standing still,
+moving the wrong way, or twice as far. On the sprite world the reference is stepped from the prompt's
+player position and stops at the walls as the game does. Only references that move at least `min_motion`
+pixels over the hold are scored (a "noop" has nothing to follow).
+
+Keys (`control_scores`): `control_fidelity` (per named key if the bundle has an action map and the data has
+labels, else per code) with `_ci95` over prompts, `key_fidelity`, `code_fidelity`, `key_fidelity/<name>`,
+`lr_opposite_rate` (prompts where left and right each move the scene the way the game does: opposite
+ways), `jump_rise_rate` (prompts where the jump/up key moves the way the game's jump does; both rates over
+the prompts from which the game itself moves that way), and with labels
+`code_purity` (the share of a code's real transitions that are its most common true action, weighted by
+transitions) and `moving_code_purity_min` (the worst code whose real motion moves); `control` holds the
+per-code and per-action motions for the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from genie.metrics import bootstrap_interval, player_position
+
+KEY_NAMES = ("left", "right", "jump", "down")  # the named keys scored: the arrows and space of genie play
+MIN_REFERENCE_TRANSITIONS = 5  # a code or action seen less often than this in the real data has no reference
+
+
+def edge_map(frames: torch.Tensor) -> torch.Tensor:
+    """float frames (N, 3, H, W) in [0, 1] -> (N, H, W): gradient magnitude of the grey image, zero mean.
+    Edges rather than colours: a level's flat colour regions carry no shift, its outlines do."""
+    grey = frames.float().mean(-3)
+    gy = torch.zeros_like(grey)
+    gx = torch.zeros_like(grey)
+    gy[..., 1:-1, :] = grey[..., 2:, :] - grey[..., :-2, :]
+    gx[..., :, 1:-1] = grey[..., :, 2:] - grey[..., :, :-2]
+    edges = (gy.square() + gx.square()).sqrt()
+    return edges - edges.mean((-2, -1), keepdim=True)
+
+
+def _subpixel(surface: torch.Tensor, peak: torch.Tensor, dim: int) -> torch.Tensor:
+    """Parabolic refinement of a peak along one axis of surfaces (N, H, W), wrapping at the border."""
+    n = surface.shape[dim]
+    idx = torch.arange(len(surface))
+    py, px = peak.unbind(-1)
+
+    def at(offset: int) -> torch.Tensor:
+        if dim == 1:
+            return surface[idx, (py + offset) % n, px]
+        return surface[idx, py, (px + offset) % n]
+
+    left, mid, right = at(-1), at(0), at(1)
+    denom = left - 2 * mid + right
+    step = torch.where(denom.abs() > 1e-12, 0.5 * (left - right) / denom, torch.zeros_like(denom))
+    return step.clamp(-0.5, 0.5)
+
+
+def scene_shift(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """The global motion from `before` to `after`, float frames (N, 3, H, W) each -> float64 (N, 2) (dy, dx)
+    in pixels: `after` looks like `before` moved by (dy, dx) (positive: content moved down, right).
+
+    Phase correlation (Kuglin & Hines 1975) of Hann-windowed edge maps: the normalised cross-power spectrum's
+    inverse transform peaks at the shift; the peak is refined to sub-pixel by a parabola on each axis.
+    A static scene gives (0, 0); shifts of half the frame or more alias.
+    """
+    a, b = edge_map(before), edge_map(after)
+    h, w = a.shape[-2:]
+    window = torch.outer(torch.hann_window(h, periodic=False), torch.hann_window(w, periodic=False)).to(a)
+    fa, fb = torch.fft.rfft2(a * window), torch.fft.rfft2(b * window)
+    cross = fb * fa.conj()
+    surface = torch.fft.irfft2(cross / cross.abs().clamp(min=1e-9), s=(h, w)).double()  # (N, H, W)
+    flat = surface.flatten(1).argmax(1)
+    peak = torch.stack([flat // w, flat % w], -1)
+    dy = peak[:, 0].double() + _subpixel(surface, peak, 1)
+    dx = peak[:, 1].double() + _subpixel(surface, peak, 2)
+    dy = torch.where(dy > h / 2, dy - h, dy)
+    dx = torch.where(dx > w / 2, dx - w, dx)
+    flat_scene = cross.abs().flatten(1).amax(1) < 1e-9  # no edges in either frame: no measurable motion
+    return torch.stack([dy, dx], -1).masked_fill(flat_scene[:, None], 0.0)
+
+
+def transition_motion(frames: torch.Tensor, sprites: bool) -> torch.Tensor:
+    """Motion of each consecutive pair of float frames (N, T, 3, H, W) -> float64 (N, T-1, 2) (dy, dx) pixels:
+    the player's displacement on the sprite world (nan where it is not drawn in one piece in either frame),
+    else the scene's global motion (`scene_shift`)."""
+    n, t = frames.shape[:2]
+    if sprites:
+        pos, _ = player_position(frames.float().cpu())
+        return (pos[:, 1:] - pos[:, :-1]).double()
+    before = frames[:, :-1].flatten(0, 1).cpu()
+    after = frames[:, 1:].flatten(0, 1).cpu()
+    return scene_shift(before, after).reshape(n, t - 1, 2)
+
+
+@dataclass
+class RealTransitions:
+    """Real transitions of held-out videos: codes int64 (N,), true labels int64 (N,) (-1 unknown), motion
+    float64 (N, 2) (dy, dx) pixels (nan: not measurable), video int64 (N,) the video of each."""
+
+    codes: np.ndarray
+    labels: np.ndarray
+    motion: np.ndarray
+    video: np.ndarray
+
+    def mean_motion(self, mask: np.ndarray) -> np.ndarray | None:
+        """Mean (dy, dx) of the selected transitions with a measured motion; None under
+        MIN_REFERENCE_TRANSITIONS of them."""
+        chosen = self.motion[mask]
+        chosen = chosen[np.isfinite(chosen).all(1)]
+        return chosen.mean(0) if len(chosen) >= MIN_REFERENCE_TRANSITIONS else None
+
+
+@dataclass
+class HeldRollouts:
+    """Each code held from each prompt: displacement float64 (P, K, 2) (dy, dx) pixels summed over `frames`
+    generated frames (nan: the player was lost, which scores 0), per-frame motion (P, K, frames, 2), the prompt's
+    player position (P, 2) on the sprite world (else nan), and the video (P,) each prompt comes from."""
+
+    displacement: np.ndarray
+    per_frame: np.ndarray
+    start: np.ndarray
+    video: np.ndarray
+    frames: int
+
+
+@torch.no_grad()
+def hold_codes(
+    world, prompts: np.ndarray, video: np.ndarray, frames: int, sprites: bool, seed: int = 0, batch_size: int = 64
+) -> HeldRollouts:
+    """Hold each of the world's latent codes for `frames` steps from each uint8 prompt frame (P, H, W, 3).
+
+    `world` is anything with genie.models.world.WorldModel's environment API (reset(prompt (B, 1, H, W, 3)),
+    step_float(actions (B,)) -> float (B, 3, H, W)) and num_actions.
+    """
+    k = world.num_actions
+    jobs = [(p, c) for p in range(len(prompts)) for c in range(k)]
+    motion = np.full((len(prompts), k, frames, 2), np.nan)
+    displacement = np.full((len(prompts), k, 2), np.nan)
+    first = torch.from_numpy(np.ascontiguousarray(prompts))
+    start = np.full((len(prompts), 2), np.nan)
+    if sprites:
+        start = player_position(_float(first))[0].double().numpy()
+    for offset in range(0, len(jobs), batch_size):
+        chunk = jobs[offset : offset + batch_size]
+        p_idx = np.array([p for p, _ in chunk])
+        codes = torch.tensor([c for _, c in chunk])
+        world.reset(first[p_idx][:, None].numpy(), seed=seed + offset)
+        generated = torch.stack([world.step_float(codes).float().cpu() for _ in range(frames)], 1)  # (B, F, 3, H, W)
+        video_frames = torch.cat([_float(first[p_idx])[:, None], generated], 1)  # (B, 1+F, 3, H, W)
+        step = transition_motion(video_frames, sprites).numpy()  # (B, F, 2)
+        for row, (p, c) in enumerate(chunk):
+            motion[p, c] = step[row]
+        if sprites:
+            pos, _ = player_position(generated[:, -1])
+            end = pos.double().numpy()
+            displacement[p_idx, codes.numpy()] = end - start[p_idx]
+        else:
+            displacement[p_idx, codes.numpy()] = step.sum(1)
+    return HeldRollouts(displacement, motion, start, np.asarray(video), frames)
+
+
+def _float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [0, 1]."""
+    return frames.movedim(-1, -3).float() / 255.0
+
+
+def reference_displacement(step: np.ndarray, frames: int, start: np.ndarray, bounds: tuple | None) -> np.ndarray:
+    """Where a per-frame motion `step` (2,) takes the player in `frames` frames from `start` (P, 2): float (P, 2).
+    With `bounds` ((low y, low x), (high y, high x)) of the player's position (the sprite world), each step stops
+    at the walls as the game's does; without, frames * step for every prompt."""
+    if bounds is None:
+        return np.broadcast_to(step * frames, (len(start), 2)).copy()
+    low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+    pos = start.copy()
+    for _ in range(frames):
+        pos = np.clip(pos + step, low, high)
+    return pos - start
+
+
+def fidelity(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """max(0, 1 - |generated - reference| / |reference|) for displacements (..., 2); nan generated (the player
+    lost) scores 0."""
+    error = np.linalg.norm(generated - reference, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero reference is never scored (min_motion)
+        score = 1 - error / np.linalg.norm(reference, axis=-1)
+    return np.where(np.isfinite(score), np.clip(score, 0, None), 0.0)
+
+
+def _name_index(names: list[str], name: str) -> int | None:
+    from genie.data.actions import NAME_ALIASES
+
+    lower = [n.lower() for n in names]
+    for candidate in (name, *NAME_ALIASES.get(name, ())):
+        if candidate in lower:
+            return lower.index(candidate)
+    return None
+
+
+def named_keys(action_map, names: list[str]) -> dict[str, tuple[int, int]]:
+    """{key name: (latent code play binds to it, true action id)} for KEY_NAMES the game and the map know."""
+    from genie.models.world import ActionError
+
+    keys = {}
+    for name in KEY_NAMES:
+        index = _name_index(names, name)
+        if index is None or action_map is None:
+            continue
+        try:
+            keys[name] = (action_map.code_for(name), index)
+        except ActionError:
+            continue
+    return keys
+
+
+def control_scores(
+    real: RealTransitions,
+    held: HeldRollouts,
+    num_codes: int,
+    action_map=None,
+    names: list[str] | None = None,
+    bounds: tuple | None = None,
+    min_motion: float = 1.0,
+    seed: int = 0,
+) -> dict:
+    """The control measure (module docstring) from real transitions and held rollouts; a flat dict of floats
+    (means with `_ci95` over prompts, clustered by video) plus `control`: per-code and per-action motions."""
+    out: dict = {}
+    per_prompt: dict[str, np.ndarray] = {}
+    code_ref = {c: real.mean_motion(real.codes == c) for c in range(num_codes)}
+    code_scores = []
+    for c, step in code_ref.items():
+        if step is None:
+            continue
+        ref = reference_displacement(step, held.frames, held.start, bounds)
+        moving = np.linalg.norm(ref, axis=-1) >= min_motion
+        score = np.where(moving, fidelity(held.displacement[:, c], ref), np.nan)
+        if moving.any():
+            code_scores.append(score)
+    if code_scores:
+        per_prompt["code_fidelity"] = np.nanmean(np.stack(code_scores, 1), 1)
+
+    labelled = real.labels >= 0
+    record: dict = {
+        "frames": held.frames,
+        "held_motion_by_code": _rows(np.nanmean(held.per_frame, (0, 2))),
+        "real_motion_by_code": {str(c): _vec(v) for c, v in code_ref.items()},
+        "real_transitions_by_code": {str(c): int((real.codes == c).sum()) for c in range(num_codes)},
+    }
+    if names and labelled.any():
+        action_ref = {a: real.mean_motion(real.labels == a) for a in range(len(names))}
+        record["real_motion_by_action"] = {names[a]: _vec(v) for a, v in action_ref.items()}
+        record["real_transitions_by_action"] = {names[a]: int((real.labels == a).sum()) for a in range(len(names))}
+        counts = np.zeros((num_codes, len(names)), dtype=np.int64)
+        np.add.at(counts, (real.codes[labelled], real.labels[labelled]), 1)
+        totals = counts.sum(1)
+        purity = counts.max(1) / np.maximum(totals, 1)
+        record["code_purity"] = {
+            str(c): {
+                "purity": float(purity[c]),
+                "action": names[int(counts[c].argmax())],
+                "transitions": int(totals[c]),
+            }
+            for c in range(num_codes)
+            if totals[c]
+        }
+        out["code_purity"] = float((counts.max(1)).sum() / max(totals.sum(), 1))
+        moving_codes = [
+            c
+            for c in range(num_codes)
+            if totals[c] >= MIN_REFERENCE_TRANSITIONS
+            and (ref := action_ref[int(counts[c].argmax())]) is not None
+            and np.linalg.norm(ref) * held.frames >= min_motion
+        ]
+        if moving_codes:
+            out["moving_code_purity_min"] = float(min(purity[c] for c in moving_codes))
+
+        keys = named_keys(action_map, names)
+        record["keys"] = {name: {"code": code, "action": names[a]} for name, (code, a) in keys.items()}
+        key_scores, key_disp = [], {}
+        for name, (code, a) in keys.items():
+            if action_ref[a] is None:
+                continue
+            ref = reference_displacement(action_ref[a], held.frames, held.start, bounds)
+            key_disp[name] = (held.displacement[:, code], ref)
+            moving = np.linalg.norm(ref, axis=-1) >= min_motion
+            if moving.any():
+                score = np.where(moving, fidelity(held.displacement[:, code], ref), np.nan)
+                per_prompt[f"key_fidelity/{name}"] = score
+                key_scores.append(score)
+        if key_scores:
+            per_prompt["key_fidelity"] = np.nanmean(np.stack(key_scores, 1), 1)
+        if "left" in key_disp and "right" in key_disp:
+            (gl, rl), (gr, rr) = key_disp["left"], key_disp["right"]
+            per_prompt["lr_opposite_rate"] = _both(_same_way(gl, rl, 1, min_motion), _same_way(gr, rr, 1, min_motion))
+        if "jump" in key_disp:
+            gen, ref = key_disp["jump"]
+            per_prompt["jump_rise_rate"] = _same_way(gen, ref, 0, min_motion).astype(np.float64)
+
+    headline = "key_fidelity" if "key_fidelity" in per_prompt else "code_fidelity"
+    if headline in per_prompt:
+        per_prompt["control_fidelity"] = per_prompt[headline]
+        record["control_fidelity_from"] = "named keys" if headline == "key_fidelity" else "latent codes"
+    for key, values in per_prompt.items():
+        finite = np.isfinite(values)
+        if finite.any():
+            out[key] = float(values[finite].mean())
+            out[f"{key}_ci95"] = list(bootstrap_interval(values, groups=held.video, seed=seed))
+    out["control_prompts"] = int(len(held.video))
+    out["control"] = record
+    return out
+
+
+def _same_way(generated: np.ndarray, reference: np.ndarray, axis: int, min_motion: float) -> np.ndarray:
+    """float (P,): 1 where the generated displacement moves at least min_motion / 2 pixels along `axis` the way
+    the reference does, else 0; nan where the reference itself moves under min_motion there (the game cannot
+    go that way from this prompt, e.g. against a wall)."""
+    ref, gen = reference[:, axis], generated[:, axis]
+    ok = np.isfinite(gen) & (np.sign(gen) == np.sign(ref)) & (np.abs(gen) >= min_motion / 2)
+    return np.where(np.abs(ref) >= min_motion, ok.astype(np.float64), np.nan)
+
+
+def _both(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise AND of two 0/1 arrays with nan for "not scored": nan where either is nan."""
+    return np.where(np.isfinite(a) & np.isfinite(b), a * b, np.nan)
+
+
+def _vec(v) -> list[float] | None:
+    return None if v is None else [round(float(x), 3) for x in v]
+
+
+def _rows(array: np.ndarray) -> dict[str, list[float] | None]:
+    return {str(i): (None if not np.isfinite(row).all() else _vec(row)) for i, row in enumerate(array)}
+
+
+def real_transitions(videos: list, codes_of, resolution, fit: str, sprites: bool, progress: bool = False):
+    """Read `videos` (genie.data.VideoInfo each) at `resolution`: (RealTransitions of all their transitions,
+    list of uint8 frame arrays (T, H, W, 3), one a video). `codes_of(frames uint8 (T, H, W, 3))` -> the latent
+    code of each transition, int (T-1,)."""
+    from tqdm import tqdm
+
+    from genie.data.clips import load_actions
+    from genie.data.video import read_video
+
+    parts, clips = [], []
+    for i, video in enumerate(tqdm(videos, desc="control: real transitions", unit="video", disable=not progress)):
+        frames = read_video(video.path, resolution=resolution, fit=fit)
+        truth = load_actions(video.path, video.num_frames)
+        labels = np.full(len(frames) - 1, -1, dtype=np.int64)
+        if truth is not None:
+            labels[: min(len(truth), len(labels))] = truth[: len(labels)]
+        motion = transition_motion(_float(torch.from_numpy(np.ascontiguousarray(frames)))[None], sprites)[0].numpy()
+        parts.append((np.asarray(codes_of(frames), dtype=np.int64), labels, motion, np.full(len(labels), i)))
+        clips.append(frames)
+    return RealTransitions(*(np.concatenate(column) for column in zip(*parts))), clips
+
+
+def choose_prompts(clips: list, frames: int, max_prompts: int, sprites: bool, seed: int = 0):
+    """One prompt frame a video (up to `max_prompts` videos), at a seeded random time with `frames` real frames
+    after it; on the sprite world only frames where the player is drawn. -> (uint8 (P, H, W, 3), video (P,))."""
+    rng = np.random.default_rng(seed)
+    prompts, owners = [], []
+    for i in rng.permutation(len(clips)):
+        video = clips[i]
+        candidates = np.arange(max(1, len(video) - frames))
+        if sprites:
+            found = player_position(_float(torch.from_numpy(np.ascontiguousarray(video[candidates]))))[1].numpy()
+            candidates = candidates[found]
+        if len(candidates):
+            prompts.append(video[int(rng.choice(candidates))])
+            owners.append(int(i))
+        if len(prompts) == max_prompts:
+            break
+    if not prompts:
+        raise ValueError("no prompt frame for the control measure (no video, or the player is never drawn)")
+    return np.stack(prompts), np.asarray(owners)
+
+
+def sprite_bounds(data_dir, frame_size) -> tuple | None:
+    """The range of the sprite world's player centroid ((low y, low x), (high y, high x)) in pixels at
+    `frame_size` (H, W), from the generator's dataset.json (player side, frame size); None for another folder."""
+    import json
+    from pathlib import Path
+
+    try:
+        info = json.loads((Path(data_dir) / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("generator") != "sprites":
+        return None
+    height, width = info.get("size", 32), info.get("width") or info.get("size", 32)
+    scale = np.array(frame_size, dtype=np.float64) / np.array([height, width])
+    half = (info.get("player", 6) - 1) / 2
+    low = half * scale
+    high = (np.array([height, width]) - 1 - half) * scale
+    return tuple(low), tuple(high)
+
+
+def evaluate_control(
+    world, videos: list, data_dir, frames: int = 10, max_prompts: int = 24, seed: int = 0, progress: bool = True
+) -> dict:
+    """The control measure of `world` on held-out `videos` of `data_dir`: `control_scores` with the world's LAM
+    coding the real transitions and its bundle's action map naming the keys."""
+    from genie.data.actions import ActionMap, encode_episode
+    from genie.evaluate import is_sprite_world
+    from genie.models.resolution import DEFAULT_FIT
+
+    sprites = is_sprite_world(data_dir)
+    fit = getattr(world, "fit", DEFAULT_FIT)
+    real, clips = real_transitions(
+        videos, lambda f: encode_episode(world.lam, f, world.device)[0], world.resolution, fit, sprites, progress
+    )
+    prompts, owners = choose_prompts(clips, frames, max_prompts, sprites, seed)
+    held = hold_codes(world, prompts, owners, frames, sprites, seed)
+    action_map = ActionMap.from_meta(world.meta)
+    names = action_map.names if action_map is not None else None
+    if names is None:
+        from genie.data.actions import dataset_action_names
+
+        names = dataset_action_names(data_dir)
+    bounds = sprite_bounds(data_dir, prompts.shape[1:3]) if sprites else None
+    return control_scores(real, held, world.num_actions, action_map, names, bounds, seed=seed)
