@@ -8,9 +8,8 @@ held-out prompt and measure the motion it produces, against the motion the game 
 Motion of a transition (dy, dx) in pixels, positive down and right:
 - on the sprite world, the player's displacement (genie.metrics.player_position: the generator draws it in
   a colour nothing else has), so a held key is scored on the thing it moves;
-- elsewhere the scene's global motion: the phase correlation (Kuglin & Hines 1975) of the two frames'
-  edge maps, the shift of the whole picture, which is how a side-scroller's camera shows that the player
-  walked or jumped.
+- elsewhere the scene's global motion (`scene_shift`: the shift of the whole picture that best maps one frame
+  onto the next), which is how a side-scroller's camera shows that the player walked or jumped.
 
 The references, from real held-out transitions (never the model's own frames):
 - per latent code, the mean motion of the real transitions the LAM gives that code;
@@ -46,57 +45,41 @@ KEY_NAMES = ("left", "right", "jump", "down")  # the named keys scored: the arro
 MIN_REFERENCE_TRANSITIONS = 5  # a code or action seen less often than this in the real data has no reference
 
 
-def edge_map(frames: torch.Tensor) -> torch.Tensor:
-    """float frames (N, 3, H, W) in [0, 1] -> (N, H, W): gradient magnitude of the grey image, zero mean.
-    Edges rather than colours: a level's flat colour regions carry no shift, its outlines do."""
-    grey = frames.float().mean(-3)
-    gy = torch.zeros_like(grey)
-    gx = torch.zeros_like(grey)
-    gy[..., 1:-1, :] = grey[..., 2:, :] - grey[..., :-2, :]
-    gx[..., :, 1:-1] = grey[..., :, 2:] - grey[..., :, :-2]
-    edges = (gy.square() + gx.square()).sqrt()
-    return edges - edges.mean((-2, -1), keepdim=True)
-
-
-def _subpixel(surface: torch.Tensor, peak: torch.Tensor, dim: int) -> torch.Tensor:
-    """Parabolic refinement of a peak along one axis of surfaces (N, H, W), wrapping at the border."""
-    n = surface.shape[dim]
-    idx = torch.arange(len(surface))
-    py, px = peak.unbind(-1)
-
-    def at(offset: int) -> torch.Tensor:
-        if dim == 1:
-            return surface[idx, (py + offset) % n, px]
-        return surface[idx, py, (px + offset) % n]
-
-    left, mid, right = at(-1), at(0), at(1)
-    denom = left - 2 * mid + right
-    step = torch.where(denom.abs() > 1e-12, 0.5 * (left - right) / denom, torch.zeros_like(denom))
-    return step.clamp(-0.5, 0.5)
-
-
-def scene_shift(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+def scene_shift(before: torch.Tensor, after: torch.Tensor, max_shift: int | None = None) -> torch.Tensor:
     """The global motion from `before` to `after`, float frames (N, 3, H, W) each -> float64 (N, 2) (dy, dx)
-    in pixels: `after` looks like `before` moved by (dy, dx) (positive: content moved down, right).
+    in pixels: `after` looks most like `before` moved by (dy, dx) (positive: content moved down, right).
 
-    Phase correlation (Kuglin & Hines 1975) of Hann-windowed edge maps: the normalised cross-power spectrum's
-    inverse transform peaks at the shift; the peak is refined to sub-pixel by a parabola on each axis.
-    A static scene gives (0, 0); shifts of half the frame or more alias.
+    Exhaustive global block matching: the integer shift within +-max_shift pixels (default an eighth of the
+    shorter side) with the least mean squared error over the frame's centre (the border that a shift brings in
+    left out), refined to sub-pixel by a parabola through the errors on each axis; ties go to the smallest
+    shift, so a static or flat scene gives (0, 0). Phase correlation was tried first and read CoinRun as
+    static: its background stays put while the level scrolls, and the background's edges win the peak.
     """
-    a, b = edge_map(before), edge_map(after)
-    h, w = a.shape[-2:]
-    window = torch.outer(torch.hann_window(h, periodic=False), torch.hann_window(w, periodic=False)).to(a)
-    fa, fb = torch.fft.rfft2(a * window), torch.fft.rfft2(b * window)
-    cross = fb * fa.conj()
-    surface = torch.fft.irfft2(cross / cross.abs().clamp(min=1e-9), s=(h, w)).double()  # (N, H, W)
-    flat = surface.flatten(1).argmax(1)
-    peak = torch.stack([flat // w, flat % w], -1)
-    dy = peak[:, 0].double() + _subpixel(surface, peak, 1)
-    dx = peak[:, 1].double() + _subpixel(surface, peak, 2)
-    dy = torch.where(dy > h / 2, dy - h, dy)
-    dx = torch.where(dx > w / 2, dx - w, dx)
-    flat_scene = cross.abs().flatten(1).amax(1) < 1e-9  # no edges in either frame: no measurable motion
-    return torch.stack([dy, dx], -1).masked_fill(flat_scene[:, None], 0.0)
+    n, _, h, w = before.shape
+    r = max_shift if max_shift is not None else max(1, min(h, w) // 8)
+    target = after[..., r : h - r, r : w - r].float()
+    shifts = range(-r, r + 1)
+    errors = torch.empty(n, 2 * r + 1, 2 * r + 1, dtype=torch.float64)
+    for i, dy in enumerate(shifts):
+        for j, dx in enumerate(shifts):
+            moved = before[..., r - dy : h - r - dy, r - dx : w - r - dx].float()
+            errors[:, i, j] = (moved - target).square().mean((1, 2, 3)).double() + 1e-9 * (dy * dy + dx * dx)
+    flat = errors.flatten(1).argmin(1)
+    iy, ix = flat // (2 * r + 1), flat % (2 * r + 1)
+    idx = torch.arange(n)
+
+    def refine(lo: torch.Tensor, mid: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        denom = lo - 2 * mid + hi
+        return torch.where(denom > 1e-12, 0.5 * (lo - hi) / denom, torch.zeros_like(denom)).clamp(-0.5, 0.5)
+
+    def at(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return errors[idx, y.clamp(0, 2 * r), x.clamp(0, 2 * r)]
+
+    mid = at(iy, ix)
+    inner_y, inner_x = (iy > 0) & (iy < 2 * r), (ix > 0) & (ix < 2 * r)
+    fy = torch.where(inner_y, refine(at(iy - 1, ix), mid, at(iy + 1, ix)), torch.zeros_like(mid))
+    fx = torch.where(inner_x, refine(at(iy, ix - 1), mid, at(iy, ix + 1)), torch.zeros_like(mid))
+    return torch.stack([iy.double() - r + fy, ix.double() - r + fx], -1)
 
 
 def transition_motion(frames: torch.Tensor, sprites: bool) -> torch.Tensor:
@@ -439,3 +422,38 @@ def evaluate_control(
         names = dataset_action_names(data_dir)
     bounds = sprite_bounds(data_dir, prompts.shape[1:3]) if sprites else None
     return control_scores(real, held, world.num_actions, action_map, names, bounds, seed=seed)
+
+
+def motion_by_action(data_dir, resolution=64, max_videos: int = 64, min_motion: float = 0.25) -> dict:
+    """Does each control of a labelled folder produce its motion? Per true action: transitions, mean motion
+    (dy, dx) pixels a frame (player on the sprite world, scene elsewhere: `transition_motion`), and the share of
+    its transitions whose motion goes each way by at least `min_motion` pixels ("left" = the measured motion
+    points left: for a scene, content shifting left, which is the camera following the player right).
+    Raises ValueError for a folder without action names or sidecars."""
+    from genie.data.actions import dataset_action_names
+    from genie.data.clips import usable_videos
+    from genie.evaluate import is_sprite_world
+
+    names = dataset_action_names(data_dir)
+    if not names:
+        raise ValueError(f"{data_dir}: no action names in dataset.json (not a recorded folder)")
+    videos = usable_videos(data_dir, 2, progress=False)[:max_videos]
+    real, _ = real_transitions(videos, lambda f: np.zeros(len(f) - 1), resolution, "resize", is_sprite_world(data_dir))
+    if not (real.labels >= 0).any():
+        raise ValueError(f"{data_dir}: no *.actions.npy sidecars")
+    table = {}
+    for a, name in enumerate(names):
+        motion = real.motion[real.labels == a]
+        motion = motion[np.isfinite(motion).all(1)]
+        if not len(motion):
+            continue
+        dy, dx = motion[:, 0], motion[:, 1]
+        table[name] = {
+            "transitions": int(len(motion)),
+            "mean_motion": _vec(motion.mean(0)),
+            "left": float((dx <= -min_motion).mean()),
+            "right": float((dx >= min_motion).mean()),
+            "up": float((dy <= -min_motion).mean()),
+            "down": float((dy >= min_motion).mean()),
+        }
+    return table

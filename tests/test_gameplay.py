@@ -15,7 +15,10 @@ pytest.importorskip("ale_py")
 
 
 def record_procgen(out, **kwargs):
-    return gameplay.generate_procgen(out, **{"episodes": 2, "max_frames": 24, "progress": False, **kwargs})
+    # short holds in these 24-frame episodes: with the default 6..16 one LEFT held at the level's start wall can
+    # fill most of an episode with the same frame
+    defaults = {"episodes": 2, "max_frames": 24, "progress": False, "min_repeat": 2, "max_repeat": 8}
+    return gameplay.generate_procgen(out, **{**defaults, **kwargs})
 
 
 def record_atari(out, **kwargs):
