@@ -161,7 +161,7 @@ def test_eval_compares_generated_frame_k_with_real_frame_k(tmp_path, monkeypatch
     monkeypatch.setattr(ev, "action_scores", lambda *a, **k: {})  # the IDM has its own tests (test_actions.py)
     for offset, perfect in ((0, True), (1, False)):
         world = OracleWorld(clips, offset)
-        metrics = ev.evaluate(world, tmp_path, split="all", max_clips=8, progress=False)
+        metrics = ev.evaluate(world, tmp_path, split="all", max_clips=8, control_frames=0, progress=False)
         # the no-model baseline does not depend on the model: the clips' first frame against their frame k
         firsts = torch.stack([clips[i]["video"][0] for i in range(len(clips))]).permute(0, 3, 1, 2).float() / 255
         eighths = torch.stack([clips[i]["video"][8] for i in range(len(clips))]).permute(0, 3, 1, 2).float() / 255
