@@ -301,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle)")
     roll.add_argument("--temperature", type=float, default=None)
     roll.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance weight on the latent action, 1 = none (default: the bundle's; "
+        "for a model trained with model.action_dropout > 0)",
+    )
+    roll.add_argument(
         "--slide",
         type=int,
         default=None,
@@ -337,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, help="MaskGIT sampling temperature, 0 = greedy (default: the bundle's)"
     )
     ev.add_argument(
+        "--guidance",
+        type=float,
+        help="classifier-free guidance weight on the latent action, 1 = none (default: the bundle's; "
+        "for a model trained with model.action_dropout > 0)",
+    )
+    ev.add_argument(
         "--persistence",
         type=int,
         nargs="?",
@@ -361,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=None, help="MaskGIT steps per frame (default from the bundle; fewer is faster)"
     )
     play.add_argument("--temperature", type=float, default=None)
+    play.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance weight on the latent action, 1 = none (default: the bundle's; "
+        "for a model trained with model.action_dropout > 0)",
+    )
     play.add_argument(
         "--slide",
         type=int,

@@ -298,7 +298,11 @@ def eval_command(args) -> None:
     start = time.time()
     device = resolve_device(args.device)
     world = WorldModel.load(args.model, device=device)
-    world.set_sampling(steps=getattr(args, "steps", None), temperature=getattr(args, "temperature", None))
+    world.set_sampling(
+        steps=getattr(args, "steps", None),
+        temperature=getattr(args, "temperature", None),
+        guidance=getattr(args, "guidance", None),
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     metrics = evaluate(
@@ -318,6 +322,7 @@ def eval_command(args) -> None:
             "device": str(device),
             "maskgit_steps": world.steps,
             "temperature": world.temperature,
+            "guidance": world.dynamics.cfg.guidance,
         }
     )
     metrics = json_safe(metrics)

@@ -452,7 +452,9 @@ def play_command(args) -> None:
     for bad sampling settings, a bundle without a sample prompt and no --prompt, or a port that cannot be bound;
     RunError for a file that is not a bundle; VideoError for an unreadable prompt."""
     world = WorldModel.load(args.model, device=resolve_device(args.device))
-    world.set_sampling(args.steps, args.temperature, args.slide)  # a bad value is a ConfigError
+    world.set_sampling(
+        args.steps, args.temperature, args.slide, getattr(args, "guidance", None)
+    )  # a bad value is a ConfigError
     if args.compile:
         # compiled (and on a GPU, CUDA graphs recorded) for every cache length before the page opens
         print("compiling the per-frame passes: one cycle of the context window is stepped first (minutes on a CPU)")

@@ -93,7 +93,9 @@ def rollout_command(args) -> None:
     sampling settings, actions or a prompt too short for --compare; RunError for a file that is not a bundle;
     VideoError for an unreadable prompt."""
     world = WorldModel.load(args.model, device=resolve_device(args.device))
-    world.set_sampling(args.steps, args.temperature, args.slide)  # a bad value is a ConfigError
+    world.set_sampling(
+        args.steps, args.temperature, args.slide, getattr(args, "guidance", None)
+    )  # a bad value is a ConfigError
     # a plain rollout needs only the prompt's last frames: read_frames keeps no more than those in memory
     clip = read_frames(
         args.prompt, resolution=world.resolution, last=None if args.compare else args.prompt_frames, fit=world.fit

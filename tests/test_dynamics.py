@@ -205,3 +205,31 @@ def test_motion_weight_weighs_the_tokens_that_changed_since_the_previous_frame(w
     w = mask * torch.where(changed, weight, 1.0)
     torch.testing.assert_close(loss, (ce * w).sum() / w.sum())
     assert set(stats) == {"masked_acc", "moving_acc"} and 0 <= stats["moving_acc"] <= 1
+
+
+def test_classifier_free_guidance_weighs_the_action_against_the_null_action():
+    """guidance w: logits = null + w * (action - null). At w=0 only the null-action pass counts, so every action gives
+    the same next frame (later frames differ: the past keeps its actions); at w=1 sampling is the plain conditional
+    one; the trained null action is what action_dropout puts in place of a frame's action."""
+    model = tiny_dynamics(temperature=0.0)
+    context = torch.randint(0, 32, (1, 2, 16)).expand(5, -1, -1)
+    context_actions = torch.zeros(5, 1, dtype=torch.long)
+    actions = torch.arange(5)[:, None].expand(-1, 3)  # each row holds another action
+    plain = generate(model, context, context_actions, actions, steps=4)
+    assert len({tuple(r.flatten().tolist()) for r in plain}) > 1  # the untrained model still reads the action
+    model.cfg.guidance = 0.0
+    null = generate(model, context, context_actions, actions, steps=4)
+    assert all(torch.equal(r[0], null[0, 0]) for r in null)
+    model.cfg.guidance = 1.0
+    assert torch.equal(generate(model, context, context_actions, actions, steps=4), plain)
+    model.cfg.guidance = 3.0
+    assert not torch.equal(generate(model, context, context_actions, actions, steps=4), plain)
+
+    # training with action_dropout 0.999 sees the null action (row num_actions) in place of nearly every action
+    model.cfg.action_dropout = 0.999
+    ids, acts = torch.randint(0, 32, (2, 4, 16)), torch.randint(0, 5, (2, 3))
+    torch.manual_seed(1)
+    dropped, _ = model.loss(ids, acts)
+    torch.manual_seed(1)
+    nulled, _ = model.loss(ids, torch.full_like(acts, 5))
+    assert dropped.item() == pytest.approx(nulled.item(), rel=1e-4)

@@ -71,6 +71,15 @@ class DynamicsConfig:
     """with prev_frame_input: 1 reads the previous frame's token at the same place; k > 1 (odd) a learned k x k
     convolution over the previous frame's token embeddings, started as the identity, so a masked token sees where
     something moving by up to k // 2 tokens came from (ValueError unless odd and >= 1)"""
+    action_dropout: float = 0.0
+    """training-time probability that a frame's latent action is replaced by the null action (the embedding row
+    frame 0 gets), so one model also learns the action-free prediction that classifier-free guidance
+    (`guidance`) contrasts with (Ho & Salimans 2022; MUSE, Chang et al. 2023, sec. 2.7, guides MaskGIT this way)"""
+    guidance: float = 1.0
+    """classifier-free guidance weight w at sampling: logits = null + w * (action - null), where null is the same
+    pass with the new frame's action replaced by the null action (the past keeps its actions); 1 = plain
+    conditional sampling (one pass a MaskGIT step, otherwise two); meaningful only with action_dropout > 0 in
+    training"""
     maskgit_steps: int = 8
     """MaskGIT steps per generated frame (sampling default, overridable per call)"""
     temperature: float = 1.0
@@ -78,6 +87,10 @@ class DynamicsConfig:
 
     def __post_init__(self):
         self.grid = canonical_resolution(self.grid, "dynamics grid")
+        if not 0.0 <= self.action_dropout < 1.0:
+            raise ValueError(f"action_dropout must be in [0, 1), got {self.action_dropout}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {self.guidance}")
         if self.prev_frame_kernel < 1 or self.prev_frame_kernel % 2 == 0:
             raise ValueError(f"prev_frame_kernel must be an odd number >= 1, got {self.prev_frame_kernel}")
 
@@ -196,6 +209,9 @@ class DynamicsModel(nn.Module):
         of ids (B, T, S) long with transition actions (B, T-1) long; returns (scalar loss, {"masked_acc",
         "moving_acc"}): the argmax's accuracy on all masked tokens, and on those whose id changed since the previous
         frame."""
+        if self.cfg.action_dropout > 0:  # the null action (index num_actions) for classifier-free guidance
+            drop = torch.rand(actions.shape, device=actions.device) < self.cfg.action_dropout
+            actions = torch.where(drop, torch.full_like(actions, self.cfg.num_actions), actions)
         mask = self.random_mask(ids)
         inputs = torch.where(mask, torch.full_like(ids, self.mask_id), ids)
         scored = mask
@@ -259,9 +275,21 @@ class DynamicsModel(nn.Module):
         # read by the masked tokens only: computed once a frame, and not at all for the final pass (nothing masked)
         last = None if prev_ids is None else self.prev_frame_embedding(prev_ids.view(b, 1, s))
         frame_pass = self._compiled_pass or self.frame_pass
+        w = self.cfg.guidance
+        if w != 1.0:  # the action pass and the null-action pass as one batch of 2B against the cache twice
+            both = torch.cat([prev, torch.full_like(prev, self.cfg.num_actions)])
+            both_last = None if last is None else torch.cat([last, last])
+            both_cache = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in cache] if cache else cache
         for step in range(steps):
             masked = ids == self.mask_id  # (B, 1, S)
-            logits, _ = frame_pass(self.embed(ids, prev, t0=t_index, prev_embedding=last), cache)  # (B, 1, S, V)
+            if w == 1.0:
+                logits, _ = frame_pass(self.embed(ids, prev, t0=t_index, prev_embedding=last), cache)  # (B, 1, S, V)
+            else:
+                pair, _ = frame_pass(
+                    self.embed(torch.cat([ids, ids]), both, t0=t_index, prev_embedding=both_last), both_cache
+                )
+                cond, null = pair[:b], pair[b:]
+                logits = null + w * (cond - null)
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
                 sampled = torch.multinomial(rearrange(probs, "b t s v -> (b t s) v"), 1, generator=generator).view(

@@ -146,10 +146,17 @@ class WorldModel(nn.Module):
         return world.to(resolve_device(device))
 
     def set_sampling(
-        self, steps: int | None = None, temperature: float | None = None, slide: int | None = None
+        self,
+        steps: int | None = None,
+        temperature: float | None = None,
+        slide: int | None = None,
+        guidance: float | None = None,
     ) -> WorldModel:
         """Change the sampling settings that are given (None keeps the current one); checked here, not mid-rollout
-        (a bad value is a ConfigError naming the setting)."""
+        (a bad value is a ConfigError naming the setting). `guidance`: the dynamics model's classifier-free guidance
+        weight (DynamicsConfig.guidance; saved with the bundle's dynamics config)."""
+        if guidance is not None and guidance < 0:
+            raise ConfigError(f"guidance must be >= 0, got {guidance}")
         if steps is not None and steps < 1:
             raise ConfigError(f"MaskGIT steps must be at least 1, got {steps}")
         if temperature is not None and temperature < 0:
@@ -159,6 +166,8 @@ class WorldModel(nn.Module):
         self.steps = steps or self.steps
         self.temperature = self.temperature if temperature is None else temperature
         self.slide = slide or self.slide
+        if guidance is not None:
+            self.dynamics.cfg.guidance = float(guidance)
         return self
 
     def compile_sampling(self, mode: str | None = None) -> WorldModel:
