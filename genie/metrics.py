@@ -12,8 +12,9 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.clustering import normalized_mutual_info_score
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+# torchmetrics is imported where it is used: importing it pulls in torchvision and torch._dynamo (about 3 s), and
+# the play path reaches this module through the action map without computing a metric
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -24,6 +25,8 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     lead = pred.shape[:-3]
     x = pred.float().clamp(0, 1).reshape(-1, *pred.shape[-3:])
     y = target.float().reshape(-1, *target.shape[-3:])
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     value = peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3))
     return value.clamp(max=100.0).reshape(lead)
 
@@ -40,6 +43,8 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     lead = pred.shape[:-3]
     x = pred.float().clamp(0, 1).reshape(-1, *pred.shape[-3:])
     y = target.float().reshape(-1, *target.shape[-3:])
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     value = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
     return value.reshape(lead)
 
@@ -74,6 +79,8 @@ def normalized_mutual_info(a: np.ndarray, b: np.ndarray) -> float:
         return float("nan")
     if len(np.unique(a)) == 1 and len(np.unique(b)) == 1:
         return 1.0
+    from torchmetrics.functional.clustering import normalized_mutual_info_score
+
     with warnings.catch_warnings():  # torchmetrics builds a sparse contingency table and warns about its checks
         warnings.simplefilter("ignore", UserWarning)
         value = normalized_mutual_info_score(

@@ -11,10 +11,27 @@ cluster, which already has a code).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+
+def _eager_under_compile(fn):
+    """`torch.compiler.disable(fn)`, applied at the first call instead of at import: the decorator imports
+    torch._dynamo (0.9-2.7 s), which only compiled code needs, and eager code (play, rollout) never does."""
+    disabled = None
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    return call
 
 
 class VectorQuantizer(nn.Module):
@@ -67,7 +84,7 @@ class VectorQuantizer(nn.Module):
 
     # eager under torch.compile: the host-side counter changes every step, and compiled code would be
     # specialised on its value and recompiled at every step
-    @torch.compiler.disable
+    @_eager_under_compile
     @torch.no_grad()
     def _track_and_restart(self, flat: torch.Tensor, ids: torch.Tensor, codes: torch.Tensor) -> None:
         # index_add_, not bincount: bincount sizes its output from the largest id, a device-to-host read
