@@ -1,7 +1,8 @@
 """Look at control: hold each named key (or each latent code) for N frames from one prompt frame, one row each.
 
     .venv/bin/python scripts/hold_keys.py --model models/sprites-world.pt \
-        --prompt data/sprites-heldout/episode_00005.mp4 --frames 10 --out docs/images/sprites_hold_keys.png [--codes] [--gif out.gif]
+        --prompt data/sprites-heldout/episode_00005.mp4 --frames 10 --out docs/images/sprites_hold_keys.png \
+        [--codes] [--gif out.gif]
 
 Row 0 is the prompt frame repeated (what standing still looks like); each further row holds one key (named from the
 bundle's action map, as `genie play` binds them) or, with --codes, one latent code. --gif writes one GIF of
