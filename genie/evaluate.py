@@ -1,4 +1,4 @@
-"""`genie eval`: every metric of DESIGN.md that the data allows, for a world-model bundle on a video folder.
+"""`genie eval`: every metric the data allows, for a world-model bundle on a video folder.
 
 By default only the held-out files are scored: the `val` split of the folder, by the same deterministic
 file split training used (the bundle's meta["training"]); `--split all` scores every file (a folder of

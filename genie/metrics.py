@@ -1,4 +1,4 @@
-"""Metrics named as in DESIGN.md: PSNR, SSIM, codebook usage/perplexity, action NMI and linear-probe accuracy,
+"""Metrics under the field's names: PSNR, SSIM, codebook usage/perplexity, action NMI and linear-probe accuracy,
 bootstrap intervals, and the sprite world's player position.
 
 Pixel metrics take float videos in [0, 1] of shape (..., C, H, W).

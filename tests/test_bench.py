@@ -1,4 +1,4 @@
-"""`genie bench` reports every speed figure DESIGN.md names, and counts model FLOPs correctly."""
+"""`genie bench` reports every speed figure docs/benchmarks.md names, and counts model FLOPs correctly."""
 
 from __future__ import annotations
 

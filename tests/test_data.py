@@ -1,4 +1,4 @@
-"""The data pipeline (genie/data/clips.py) and the sprite-world generator, as DESIGN.md's Data section specifies."""
+"""The data pipeline (genie/data/clips.py) and the sprite-world generator, as docs/data.md specifies."""
 
 from __future__ import annotations
 

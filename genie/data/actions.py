@@ -6,7 +6,7 @@ Both read a folder's ground-truth sidecars (`x.actions.npy`, genie/data/clips.py
   true action), trained on the same labels a LAM is scored against. Some actions do not show in the frames
   (a jump in mid-air looks like doing nothing, walking into a wall like standing still), so nothing that
   reads frames can name them; the IDM's accuracy says how much can be named at all, the ceiling for
-  `action_probe_acc` (DESIGN.md). The IDM is the idea of Baker et al. 2022, "Video PreTraining (VPT)",
+  `action_probe_acc` (README, Results). The IDM is the idea of Baker et al. 2022, "Video PreTraining (VPT)",
   there a large model labelling video for behaviour cloning, here a small CNN.
 - `ActionMap`: what each latent code means in the game's named actions, counted from a few labelled
   episodes, as the Genie paper (Bruce et al. 2024, "Genie: Generative Interactive Environments") maps

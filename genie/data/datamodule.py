@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class VideoDataModule(L.LightningDataModule):
-    """Train/val clips of a video folder, split by file, as DESIGN.md's Data section describes."""
+    """Train/val clips of a video folder, split by file, as docs/data.md describes."""
 
     def __init__(self, cfg: DataConfig, run_dir: str | Path | None = None):
         """With `run_dir` and `cfg.frame_cache`, training clips are read from `<run_dir>/frame_cache/`
