@@ -30,6 +30,13 @@ train_end=$(date +%s)
 "$GENIE" rollout --model "$RUN/world_model.pt" --prompt "$HELDOUT/episode_00001.mp4" --random 200 --out "$RUN/rollout200.gif"
 "$GENIE" rollout --model "$RUN/world_model.pt" --prompt "$HELDOUT/episode_00001.mp4" --random 200 --out "$RUN/rollout200.mp4"
 
+# the sprite world shipped in the repository (docs/sprites-world.md): each key held 10 frames from one held-out prompt
+SPRITES=models/sprites-world.pt
+if [ -f "$SPRITES" ]; then
+  .venv/bin/python scripts/hold_keys.py --model "$SPRITES" --prompt "$HELDOUT/episode_00005.mp4" --frames 10 \
+    --out "$RUN/sprites_world_keys.png" --gif "$RUN/sprites_world_keys.gif"
+fi
+
 # the CoinRun world shipped in the repository (docs/coinrun.md), on levels it never trained on
 COINRUN=models/coinrun-cpu.pt
 COINRUN_PROMPTS=data/coinrun-demo-prompts
@@ -45,6 +52,10 @@ echo "demo finished in $(( $(date +%s) - start )) s ($(( train_end - start )) s 
 echo "  world_model.pt   the bundle            metrics.json      held-out eval (metrics.persistence.png: 1,000 steps)"
 echo "  compare.gif      real vs generated     rollout200.gif    200 random latent actions"
 echo "Play it:  $GENIE play --model $RUN/world_model.pt   (then open http://127.0.0.1:8765; arrow keys move the player)"
+if [ -f "$SPRITES" ]; then
+  echo "  sprites_world_keys.png / .gif   the shipped sprite world ($SPRITES), each key held from one prompt"
+  echo "Play the shipped sprite world:  $GENIE play --model $SPRITES   (arrow keys: the codes named left/right/up/down)"
+fi
 if [ -f "$COINRUN" ]; then
   echo "  coinrun_compare.gif / coinrun_keys.gif   the shipped CoinRun world ($COINRUN) on held-out levels"
   echo "Play CoinRun:  $GENIE play --model $COINRUN   (arrow keys: left, right; up or space: jump)"
