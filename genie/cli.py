@@ -39,6 +39,28 @@ def sprites_default(field: str):
     return getattr(SpriteWorldConfig(), field)
 
 
+def _cmd_pack(args: argparse.Namespace) -> None:
+    from genie.config import DataConfig, load_yaml
+    from genie.data.packed import pack
+    from genie.models.resolution import canonical_resolution, check_fit, format_resolution
+
+    data = DataConfig()
+    section = (load_yaml(args.config).get("data") or {}) if args.config else {}
+    value = {
+        key: getattr(args, key) if getattr(args, key) is not None else section.get(key, getattr(data, key))
+        for key in ("seq_len", "resolution", "fit", "frame_stride", "clip_step", "val_fraction", "seed")
+    }
+    value["resolution"] = canonical_resolution(value["resolution"], "--resolution")
+    value["fit"] = check_fit(value["fit"], "--fit")
+    manifest = pack(args.src, args.out, num_workers=args.workers, overwrite=args.overwrite, **value)
+    train, val = manifest["splits"]["train"], manifest["splits"]["val"]
+    print(
+        f"packed {train['clips']} train clips ({len(train['files'])} files) and {val['clips']} val clips "
+        f"({len(val['files'])} files) of {value['seq_len']} frames at {format_resolution(value['resolution'])} "
+        f"into {args.out} in {manifest['pack_seconds']:.0f} s; train with data.dir={args.out}"
+    )
+
+
 def _cmd_data(args: argparse.Namespace) -> None:
     if args.source == "sprites":
         from genie.data import sprites
@@ -247,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
         if source == "atari":
             p.add_argument("--resolution", type=int, default=64)
         p.set_defaults(func=_cmd_data)
+    p = data_sub.add_parser(
+        "pack",
+        help="write the clips of a video folder as litdata shards (a local folder or s3://...), for training at scale",
+    )
+    p.add_argument("src", help="video folder (as data.dir)")
+    p.add_argument("out", help="output folder or object-store URI (s3://bucket/prefix)")
+    p.add_argument("--config", help="stage YAML whose data: section gives the cut (flags below override it)")
+    p.add_argument("--seq-len", dest="seq_len", type=int, help="frames per clip (data.seq_len)")
+    p.add_argument("--resolution", help="frame size, 64 or 90x160 (data.resolution)")
+    p.add_argument("--fit", help="crop, pad or resize to the resolution (data.fit)")
+    p.add_argument(
+        "--frame-stride", dest="frame_stride", type=int, help="frames between clip frames (data.frame_stride)"
+    )
+    p.add_argument(
+        "--clip-step", dest="clip_step", type=int, help="frames between training clip starts (data.clip_step)"
+    )
+    p.add_argument(
+        "--val-fraction", dest="val_fraction", type=float, help="share of files held out (data.val_fraction)"
+    )
+    p.add_argument("--seed", type=int, help="split seed (data.seed)")
+    p.add_argument("--workers", type=int, default=2, help="packing processes")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished pack at OUT")
+    p.set_defaults(func=_cmd_pack)
 
     train = sub.add_parser(
         "train",

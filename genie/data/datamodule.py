@@ -1,5 +1,6 @@
 """The Lightning DataModule of a video folder: train/val clips split by file, the training clips from the
-frame cache when data.frame_cache is on, and the resumable, rank-sharded clip stream."""
+frame cache when data.frame_cache is on, and the resumable, rank-sharded clip stream; or of a packed dataset
+(genie/data/packed.py), streamed by litdata."""
 
 from __future__ import annotations
 
@@ -8,14 +9,33 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genie.config import DataConfig
 from genie.data.clips import ClipStream, VideoClips, split_by_file, usable_videos
 from genie.data.frame_cache import CachedClips, ensure_frame_cache
+from genie.data.packed import check_cut, is_packed, packed_split, read_manifest
 from genie.models.resolution import frame_size
 
 log = logging.getLogger(__name__)
+
+
+class _Spread(Dataset):
+    """At most `n` items of a map-style dataset, evenly spread over it (validation clips of a packed split, chosen
+    as VideoClips' max_clips chooses them)."""
+
+    def __init__(self, dataset, n: int | None):
+        size = len(dataset)
+        self.dataset = dataset
+        self.keep = (
+            list(range(size)) if n is None or size <= n else [int(k) for k in torch.linspace(0, size - 1, n).round()]
+        )
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[self.keep[index]]
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -29,6 +49,7 @@ class VideoDataModule(L.LightningDataModule):
         self.frame_cache_dir = Path(run_dir) / "frame_cache" if run_dir is not None and cfg.frame_cache else None
         self.train_set: VideoClips | None = None
         self.val_set: VideoClips | None = None
+        self.manifest: dict | None = None  # genie_pack.json of a packed data.dir
 
     def setup(self, stage: str | None = None) -> None:
         """Find the usable videos, split them by file into training and validation clips, and build (or reuse) the
@@ -37,6 +58,8 @@ class VideoDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         cfg = self.cfg
+        if is_packed(cfg.dir):
+            return self._setup_packed()
         root = Path(cfg.dir)
         span = (cfg.seq_len - 1) * cfg.frame_stride + 1
         videos = usable_videos(root, min_frames=span, min_size=min(*frame_size(cfg.resolution), 8))
@@ -56,6 +79,16 @@ class VideoDataModule(L.LightningDataModule):
             len(self.val_set),
             len(val),
         )
+
+    def _setup_packed(self) -> None:
+        cfg = self.cfg
+        self.manifest = read_manifest(cfg.dir)
+        check_cut(self.manifest, cfg, cfg.dir)
+        if cfg.frame_cache:
+            log.info("%s: a packed dataset; data.frame_cache is not needed and is ignored", cfg.dir)
+        self.train_set = packed_split(cfg.dir, "train", shuffle=True, seed=cfg.seed, drop_last=True)
+        self.val_set = _Spread(packed_split(cfg.dir, "val"), cfg.max_val_clips)
+        log.info("%s: %d train clips, %d val clips (packed)", cfg.dir, len(self.train_set), len(self.val_set))
 
     def _loader(self, dataset: VideoClips, sampler: Sampler | None = None) -> DataLoader:
         workers = self.cfg.num_workers
@@ -85,6 +118,20 @@ class VideoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Batches {"video": uint8 (B, T, H, W, 3), "actions": int64 (B, T-1), ...} of training clips, in the
         resumable, rank-sharded ClipStream order. Raises DataError as `setup`."""
+        self.setup()
+        if self.manifest is not None:
+            # litdata shuffles and splits the clips across ranks, nodes and workers; the loader's state (how far
+            # each worker read) is saved in Lightning's checkpoints and restored on resume, mid-epoch
+            from litdata import StreamingDataLoader
+
+            workers = self.cfg.num_workers
+            return StreamingDataLoader(
+                self.train_set,
+                batch_size=self.cfg.batch_size,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=torch.cuda.is_available(),
+            )
         sampler = self.train_sampler()  # sets up the clips first
         return self._loader(self.train_set, sampler)
 

@@ -43,7 +43,19 @@ def training_record(data_cfg, progress: bool = False) -> dict:
     from genie.data.datamodule import (
         VideoDataModule,
     )  # lazy: Lightning, which only training needs; eval imports this module
+    from genie.data.packed import is_packed, read_manifest
 
+    if is_packed(data_cfg.dir):
+        manifest = read_manifest(data_cfg.dir)
+        train = manifest["splits"]["train"]
+        return {
+            "data_dir": manifest["source"],
+            "packed": str(data_cfg.dir),
+            "val_fraction": manifest["val_fraction"],
+            "seed": manifest["seed"],
+            "train_files": train["files"],
+            "train_fingerprints": train["fingerprints"],
+        }
     root = Path(data_cfg.dir)
     datamodule = VideoDataModule(data_cfg)
     datamodule.setup()

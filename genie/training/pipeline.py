@@ -118,5 +118,14 @@ def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path
     prompt = datamodule.val_set[0]["video"][:prompt_frames].numpy()
     meta = {"training": training_record(dynamics_cfg.data)}
     # with true-action sidecars: the game's action names and what each latent code means, from a few training episodes
-    meta.update(action_meta(lam, datamodule.train_set.videos, dynamics_cfg.data))
+    if datamodule.manifest is not None:  # packed: the action map reads the source videos when they are still here
+        from dataclasses import replace
+
+        from genie.data.packed import source_training_videos
+
+        videos = source_training_videos(datamodule.manifest)
+        action_cfg = replace(dynamics_cfg.data, dir=datamodule.manifest["source"])
+    else:
+        videos, action_cfg = datamodule.train_set.videos, dynamics_cfg.data
+    meta.update(action_meta(lam, videos, action_cfg) if videos else {})
     return WorldModel(tokenizer, lam, dynamics, prompt=prompt, meta=meta, fit=dynamics_cfg.data.fit).save(out)

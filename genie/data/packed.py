@@ -1,0 +1,271 @@
+"""Packed datasets: the clips of a video folder written once as litdata shards, streamed to every rank.
+
+`genie data pack SRC OUT` decodes every clip of SRC at the model's resolution and fit (the same decoder and
+genie.models.pixels.fit_frames as training from video) and writes, with litdata's `optimize` (parallel workers,
+a progress bar):
+
+    OUT/train/    litdata chunks + index.json: the clips of the training files
+    OUT/val/      the same for the validation files (split by file, genie.data.clips.split_by_file)
+    OUT/genie_pack.json   what the clips were cut with (seq_len, resolution, fit, frame_stride, clip_step), the
+                  split settings, and per split the source files with their genie.data.heldout.fingerprint, so
+                  evaluation can still tell held-out files from training ones; written last, so a killed pack
+                  is never mistaken for a finished one
+
+OUT may be a local folder or an object-store URI (s3://..., anything litdata and fsspec write to). A packed
+folder is a drop-in `data.dir` for every stage: litdata's StreamingDataset streams the training clips,
+shuffled, each rank and node taking a disjoint share, and the StreamingDataLoader's state travels in the
+Lightning checkpoint, so a resumed run continues mid-epoch without repeating or skipping a clip.
+
+An item is the dict the video folder gives: "video" uint8 (T, H, W, 3), "actions" int64 (T-1,) (-1 where
+unknown), "video_index" (into the split's file list) and "start" (the clip's first frame in that file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genie.data.clips import DataError, VideoClips, split_by_file, usable_videos
+from genie.models.resolution import DEFAULT_FIT, frame_size, json_resolution
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_litdata() -> None:
+    # litdata logs its cache sizing at INFO once per split and worker; our own lines say what matters
+    logging.getLogger("litdata").setLevel(max(logging.WARNING, logging.getLogger("litdata").level))
+
+
+PACK_FILE = "genie_pack.json"
+PACK_FORMAT = "genie-pack"
+PACK_VERSION = 1
+SPLITS = ("train", "val")
+CUT_KEYS = ("seq_len", "resolution", "fit", "frame_stride")  # what a training config must agree with
+
+
+def is_uri(path: str | Path) -> bool:
+    """True for an object-store URI such as s3://bucket/prefix (a local path otherwise)."""
+    return "://" in str(path)
+
+
+def is_packed(path: str | Path) -> bool:
+    """True when `path` is a packed dataset: a folder holding genie_pack.json, or any URI (read with fsspec)."""
+    return is_uri(path) or (Path(path) / PACK_FILE).is_file()
+
+
+def _join(root: str | Path, name: str) -> str:
+    return f"{str(root).rstrip('/')}/{name}" if is_uri(root) else str(Path(root) / name)
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The genie_pack.json of a packed dataset as a dict. Raises DataError (one line, naming the file) when it is
+    missing, unreadable or of another format."""
+    where = _join(path, PACK_FILE)
+    try:
+        if is_uri(path):
+            import fsspec  # lazy: only object stores need it
+
+            with fsspec.open(where, "r") as f:
+                manifest = json.load(f)
+        else:
+            manifest = json.loads(Path(where).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{where}: not found; make the packed dataset with `genie data pack SRC {path}`") from None
+    except Exception as e:
+        raise DataError(f"{where}: unreadable ({type(e).__name__}: {e}); pack it again with --overwrite") from None
+    if manifest.get("format") != PACK_FORMAT:
+        raise DataError(f"{where}: not a genie packed dataset (format {manifest.get('format')!r})")
+    return manifest
+
+
+@dataclass
+class _ClipWriter:
+    """litdata `optimize` fn: clip index -> the item stored in the shards (picklable, so workers can run it)."""
+
+    clips: VideoClips
+
+    def __call__(self, index: int) -> dict:
+        item = self.clips[index]
+        return {
+            "video": item["video"].numpy(),
+            "actions": item["actions"].numpy(),
+            "video_index": int(item["video_index"]),
+            "start": int(item["start"]),
+        }
+
+
+def pack(
+    src: str | Path,
+    out: str | Path,
+    seq_len: int = 16,
+    resolution=64,
+    fit: str = DEFAULT_FIT,
+    frame_stride: int = 1,
+    clip_step: int | None = 4,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    num_workers: int = 2,
+    chunk_bytes: str = "64MB",
+    overwrite: bool = False,
+) -> dict:
+    """Pack the clips of the video folder `src` into `out` (a local folder or a URI) and return its manifest.
+
+    The clips are cut as genie.data.clips.VideoClips cuts them (seq_len frames, frame_stride apart, a new clip
+    every clip_step frames; the validation split every span frames) and split by file as training splits a folder
+    (val_fraction, seed). Unreadable videos are skipped and counted (genie.data.clips.usable_videos). A local
+    `out` that already holds a finished pack is refused unless `overwrite`; a killed pack left without its
+    manifest is packed again from the start. Raises DataError for an unusable `src` or an existing `out`.
+    """
+    from litdata import optimize  # lazy: only packing and packed training need litdata
+
+    _quiet_litdata()
+    src = Path(src)
+    local = not is_uri(out)
+    if local and Path(out).exists():
+        if (Path(out) / PACK_FILE).exists() and not overwrite:
+            raise DataError(f"{out}: already a packed dataset; pass --overwrite to replace it, or pick another OUT")
+        if any(Path(out).iterdir()):
+            shutil.rmtree(out)  # a finished pack with --overwrite, or what a killed pack left (no manifest)
+    span = (seq_len - 1) * frame_stride + 1
+    videos = usable_videos(src, min_frames=span, min_size=min(*frame_size(resolution), 8))
+    train, val = split_by_file(videos, src, val_fraction, seed)
+    from genie.data.heldout import fingerprint
+
+    manifest = {
+        "format": PACK_FORMAT,
+        "version": PACK_VERSION,
+        "source": str(src.resolve()),
+        "seq_len": seq_len,
+        "resolution": json_resolution(resolution),
+        "fit": fit,
+        "frame_stride": frame_stride,
+        "clip_step": clip_step,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "splits": {},
+    }
+    started = time.perf_counter()
+    for split, files in (("train", train), ("val", val)):
+        clips = VideoClips(files, seq_len, resolution, frame_stride, clip_step if split == "train" else None, fit=fit)
+        entry = {
+            "clips": len(clips),
+            "frames": len(clips) * seq_len,
+            "files": [v.path.relative_to(src).as_posix() for v in files],
+            "fingerprints": [fingerprint(v.path) for v in files],
+        }
+        if len(clips):
+            optimize(
+                fn=_ClipWriter(clips),
+                inputs=list(range(len(clips))),
+                output_dir=_join(out, split),
+                num_workers=max(1, min(num_workers, len(clips))),
+                chunk_bytes=chunk_bytes,
+                reorder_files=False,
+                start_method="fork",
+            )
+        manifest["splits"][split] = entry
+    manifest["pack_seconds"] = round(time.perf_counter() - started, 1)
+    _write_manifest(out, manifest)
+    return manifest
+
+
+def _write_manifest(out: str | Path, manifest: dict) -> None:
+    text = json.dumps(manifest, indent=1)
+    if is_uri(out):
+        import fsspec
+
+        with fsspec.open(_join(out, PACK_FILE), "w") as f:
+            f.write(text)
+        return
+    tmp = Path(out) / (PACK_FILE + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(Path(out) / PACK_FILE)
+
+
+def check_cut(manifest: dict, data_cfg, where: str | Path) -> None:
+    """Raise DataError (one line) when the clips of a packed dataset were cut otherwise than `data_cfg`
+    (genie.config.DataConfig) asks: seq_len, resolution, fit and frame_stride must agree."""
+    wanted = {
+        "seq_len": data_cfg.seq_len,
+        "resolution": json_resolution(data_cfg.resolution),
+        "fit": data_cfg.fit,
+        "frame_stride": data_cfg.frame_stride,
+    }
+    differ = [f"{k} {manifest.get(k)!r} (config {v!r})" for k, v in wanted.items() if manifest.get(k) != v]
+    if differ:
+        raise DataError(
+            f"{where}: packed with {', '.join(differ)}; pack the videos again with these settings "
+            "(genie data pack --seq-len/--resolution/--fit/--frame-stride) or change the config"
+        )
+
+
+def check_shards(split_dir: str | Path) -> None:
+    """Raise DataError naming the first chunk of a local packed split that is missing or truncated (its size
+    differs from what index.json records), so a damaged shard is a one-line error instead of a hang or a
+    decoding failure deep in a worker. Object-store splits are not checked here."""
+    if is_uri(split_dir):
+        return
+    index = Path(split_dir) / "index.json"
+    try:
+        chunks = json.loads(index.read_text())["chunks"]
+    except FileNotFoundError:
+        raise DataError(f"{index}: not found; the packed split is incomplete, pack it again with --overwrite") from None
+    except Exception as e:
+        raise DataError(f"{index}: unreadable ({type(e).__name__}); pack it again with --overwrite") from None
+    for chunk in chunks:
+        path = Path(split_dir) / chunk["filename"]
+        if not path.is_file():
+            raise DataError(f"{path}: shard missing; pack the dataset again with --overwrite")
+        if path.stat().st_size != chunk["chunk_bytes"]:
+            raise DataError(
+                f"{path}: shard truncated or damaged ({path.stat().st_size} bytes, index.json records "
+                f"{chunk['chunk_bytes']}); pack the dataset again with --overwrite"
+            )
+
+
+def _to_tensors(item: dict) -> dict:
+    return {
+        "video": torch.from_numpy(np.ascontiguousarray(item["video"])),
+        "actions": torch.from_numpy(np.asarray(item["actions"], dtype=np.int64)),
+        "video_index": torch.tensor(int(item["video_index"])),
+        "start": torch.tensor(int(item["start"])),
+    }
+
+
+def packed_split(path: str | Path, split: str, shuffle: bool = False, seed: int = 0, drop_last: bool = False):
+    """The clips of one split ("train" | "val") of a packed dataset as a litdata StreamingDataset whose items are
+    the tensors described in the module docstring. Under torch.distributed (or several DataLoader workers) each
+    rank reads a disjoint share of the clips. Raises DataError for a missing or damaged split."""
+    from litdata import StreamingDataset
+
+    _quiet_litdata()
+    split_dir = _join(path, split)
+    check_shards(split_dir)
+    try:
+        return StreamingDataset(split_dir, shuffle=shuffle, seed=seed, drop_last=drop_last, transform=_to_tensors)
+    except Exception as e:
+        raise DataError(f"{split_dir}: cannot be streamed ({type(e).__name__}: {e})") from None
+
+
+def training_files(manifest: dict) -> tuple[list[str], list[str]]:
+    """The training files of a packed dataset (paths relative to its source folder) and their fingerprints."""
+    train = manifest["splits"]["train"]
+    return train["files"], train["fingerprints"]
+
+
+def source_training_videos(manifest: dict) -> list:
+    """The training files of a packed dataset as genie.data.clips.VideoInfo, read from its source folder when
+    that folder is still on this machine (for the bundle's action map); [] when it is not."""
+    src = Path(manifest["source"])
+    if not src.is_dir():
+        return []
+    wanted = set(manifest["splits"]["train"]["files"])
+    videos = usable_videos(src, min_frames=(manifest["seq_len"] - 1) * manifest["frame_stride"] + 1, progress=False)
+    return [v for v in videos if v.path.relative_to(src).as_posix() in wanted]

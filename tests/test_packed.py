@@ -1,0 +1,164 @@
+"""Packed datasets (genie/data/packed.py, issue 25): `genie data pack` writes litdata shards that hold the same
+clips as the video folder; every stage's DataModule streams them; two ranks read disjoint clips whose union is the
+whole set; a run resumed mid-epoch continues without repeating or skipping a clip; a damaged shard is a one-line
+error."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from genie.cli import main
+from genie.config import DataConfig
+from genie.data.clips import DataError
+from genie.data.datamodule import VideoDataModule
+from genie.data.packed import is_packed, pack, packed_split, read_manifest
+
+CUT = dict(seq_len=4, resolution=32, clip_step=4, val_fraction=0.25, seed=0)
+
+
+def key(item: dict) -> tuple[int, int]:
+    return int(item["video_index"]), int(item["start"])
+
+
+@pytest.fixture(scope="module")
+def packed(sprite_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pack") / "sprites"
+    pack(sprite_data, out, num_workers=2, **CUT)
+    return out
+
+
+def test_pack_holds_exactly_the_clips_of_the_video_folder(sprite_data, packed):
+    manifest = read_manifest(packed)
+    assert is_packed(packed) and not is_packed(sprite_data)
+    for split in ("train", "val"):
+        cfg = DataConfig(dir=str(sprite_data), max_val_clips=10_000, **CUT)
+        dm = VideoDataModule(cfg)
+        dm.setup()
+        videos = dm.train_set if split == "train" else dm.val_set
+        want = {key(videos[i]): videos[i] for i in range(len(videos))}
+        got = packed_split(packed, split)
+        assert len(got) == len(want) == manifest["splits"][split]["clips"]
+        for i in range(len(got)):
+            item = got[i]
+            ref = want[key(item)]
+            assert torch.equal(item["video"], ref["video"]) and item["video"].dtype == torch.uint8
+            assert torch.equal(item["actions"], ref["actions"])
+        files = [v.path.relative_to(sprite_data).as_posix() for v in videos.videos]
+        assert manifest["splits"][split]["files"] == files
+    assert not set(manifest["splits"]["train"]["files"]) & set(manifest["splits"]["val"]["files"])
+
+
+def test_training_record_of_a_pack_names_its_source_files(sprite_data, packed):
+    from genie.data.heldout import fingerprint, training_record
+
+    record = training_record(DataConfig(dir=str(packed), **CUT))
+    assert record["data_dir"] == str(Path(sprite_data).resolve())
+    assert record["train_fingerprints"] == [fingerprint(Path(sprite_data) / f) for f in record["train_files"]]
+
+
+def test_pack_refuses_to_overwrite_and_training_refuses_another_cut(sprite_data, packed, capsys):
+    with pytest.raises(DataError, match="already a packed dataset; pass --overwrite"):
+        pack(sprite_data, packed, **CUT)
+    dm = VideoDataModule(DataConfig(dir=str(packed), **{**CUT, "seq_len": 8}))
+    with pytest.raises(DataError, match=r"packed with seq_len 4 \(config 8\)"):
+        dm.setup()
+    assert main(["data", "pack", str(sprite_data), str(packed), "--seq-len", "4"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already a packed dataset" in err[0]
+
+
+def test_truncated_or_missing_shard_is_a_one_line_error_naming_it(packed, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(packed, broken)
+    chunk = sorted((broken / "train").glob("*.bin"))[0]
+    chunk.write_bytes(chunk.read_bytes()[:1000])
+    with pytest.raises(DataError, match=f"{chunk}: shard truncated"):
+        packed_split(broken, "train")
+    chunk.unlink()
+    with pytest.raises(DataError, match=f"{chunk}: shard missing"):
+        VideoDataModule(DataConfig(dir=str(broken), **CUT)).setup()
+    (broken / "genie_pack.json").write_text("{")
+    with pytest.raises(DataError, match="genie_pack.json: unreadable"):
+        read_manifest(broken)
+
+
+def _rank_keys(rank: int, world: int, path: str, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        dataset = packed_split(path, "train", shuffle=True, seed=3)
+        keys = [key(item) for item in dataset]
+        Path(out, f"{rank}.json").write_text(json.dumps(keys))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_read_disjoint_clips_whose_union_is_the_whole_set(packed, tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_rank_keys, args=(2, str(packed), init, str(tmp_path)), nprocs=2, join=True)
+    ranks = [{tuple(k) for k in json.loads((tmp_path / f"{r}.json").read_text())} for r in range(2)]
+    every = {key(item) for item in packed_split(packed, "train")}
+    assert ranks[0] and ranks[1]
+    assert not ranks[0] & ranks[1]
+    assert ranks[0] | ranks[1] == every
+
+
+class _Recorder(L.LightningModule):
+    """A one-weight model that writes down which clips each training step read."""
+
+    def __init__(self, log_file: Path):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.log_file = log_file
+
+    def training_step(self, batch, batch_idx):
+        with open(self.log_file, "a") as f:
+            for v, s in zip(batch["video_index"].tolist(), batch["start"].tolist()):
+                f.write(f"{self.global_step} {v} {s}\n")
+        return (self.w - batch["video"].float().mean() / 255) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(packed: Path, root: Path, log_file: Path, max_steps: int, ckpt: Path | None = None) -> None:
+    cfg = DataConfig(dir=str(packed), batch_size=4, num_workers=2, **CUT)
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=root,
+        callbacks=[L.pytorch.callbacks.ModelCheckpoint(root, every_n_train_steps=3, save_top_k=-1)],
+    )
+    trainer.fit(_Recorder(log_file), VideoDataModule(cfg), ckpt_path=ckpt)
+
+
+def read_steps(log_file: Path) -> list[tuple[int, int, int]]:
+    return [tuple(map(int, line.split())) for line in log_file.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_run_killed_mid_epoch_resumes_without_repeating_or_skipping_a_clip(packed, tmp_path):
+    clips = len(packed_split(packed, "train"))
+    steps = clips // 4 + 3  # into the second epoch
+    whole = tmp_path / "whole.log"
+    _fit(packed, tmp_path / "a", whole, steps)
+    cut = tmp_path / "cut.log"
+    _fit(packed, tmp_path / "b", cut, 3 * (steps // 6))  # stopped mid-epoch, at a checkpoint
+    ckpt = sorted((tmp_path / "b").glob("*.ckpt"), key=os.path.getmtime)[-1]
+    _fit(packed, tmp_path / "b", cut, steps, ckpt=ckpt)
+    assert read_steps(cut) == read_steps(whole)
+    first_epoch = [(v, s) for step, v, s in read_steps(whole) if step < clips // 4]
+    assert len(first_epoch) == len(set(first_epoch)) == (clips // 4) * 4
