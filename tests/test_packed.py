@@ -75,6 +75,11 @@ def test_pack_refuses_to_overwrite_and_training_refuses_another_cut(sprite_data,
     assert len(err) == 1 and "already a packed dataset" in err[0]
 
 
+def test_pack_refuses_a_store_litdata_cannot_write(sprite_data):
+    with pytest.raises(DataError, match="writes only to a local folder, s3://"):
+        pack(sprite_data, "hf://datasets/x/y", **CUT)
+
+
 def test_truncated_or_missing_shard_is_a_one_line_error_naming_it(packed, tmp_path):
     import shutil
 
@@ -103,8 +108,11 @@ def _rank_keys(rank: int, world: int, path: str, init: str, out: str) -> None:
 
 
 def test_two_ranks_read_disjoint_clips_whose_union_is_the_whole_set(packed, tmp_path):
+    # local:/path: litdata reads the folder as it reads an object store (chunks fetched into a cache first)
     init = f"file://{tmp_path / 'rendezvous'}"
-    mp.spawn(_rank_keys, args=(2, str(packed), init, str(tmp_path)), nprocs=2, join=True)
+    remote = f"local:{packed}"
+    assert is_packed(remote) and read_manifest(remote)["splits"]["train"]["clips"] > 0
+    mp.spawn(_rank_keys, args=(2, remote, init, str(tmp_path)), nprocs=2, join=True)
     ranks = [{tuple(k) for k in json.loads((tmp_path / f"{r}.json").read_text())} for r in range(2)]
     every = {key(item) for item in packed_split(packed, "train")}
     assert ranks[0] and ranks[1]

@@ -50,14 +50,26 @@ SPLITS = ("train", "val")
 CUT_KEYS = ("seq_len", "resolution", "fit", "frame_stride")  # what a training config must agree with
 
 
+REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "r2://", "hf://", "local:")  # what litdata streams from
+
+
+WRITE_PREFIXES = ("s3://", "gs://", "r2://")  # what litdata's optimize uploads to
+
+
 def is_uri(path: str | Path) -> bool:
-    """True for an object-store URI such as s3://bucket/prefix (a local path otherwise)."""
-    return "://" in str(path)
+    """True for an object-store URI that litdata streams from: s3://bucket/prefix, gs://, azure://, r2://, hf://,
+    or local:/path, a local folder read as if it were an object store (its chunks copied to a cache first)."""
+    return str(path).startswith(REMOTE_PREFIXES)
+
+
+def local_path(path: str | Path) -> str:
+    """`path` with a file:// scheme dropped (litdata would read it as a relative folder named "file:")."""
+    return str(path)[len("file://") :] if str(path).startswith("file://") else str(path)
 
 
 def is_packed(path: str | Path) -> bool:
     """True when `path` is a packed dataset: a folder holding genie_pack.json, or any URI (read with fsspec)."""
-    return is_uri(path) or (Path(path) / PACK_FILE).is_file()
+    return is_uri(path) or (Path(local_path(path)) / PACK_FILE).is_file()
 
 
 def _join(root: str | Path, name: str) -> str:
@@ -67,15 +79,16 @@ def _join(root: str | Path, name: str) -> str:
 def read_manifest(path: str | Path) -> dict:
     """The genie_pack.json of a packed dataset as a dict. Raises DataError (one line, naming the file) when it is
     missing, unreadable or of another format."""
+    path = local_path(path)
     where = _join(path, PACK_FILE)
     try:
-        if is_uri(path):
+        if is_uri(path) and not path.startswith("local:"):
             import fsspec  # lazy: only object stores need it
 
             with fsspec.open(where, "r") as f:
                 manifest = json.load(f)
         else:
-            manifest = json.loads(Path(where).read_text())
+            manifest = json.loads(Path(where.removeprefix("local:")).read_text())
     except FileNotFoundError:
         raise DataError(f"{where}: not found; make the packed dataset with `genie data pack SRC {path}`") from None
     except Exception as e:
@@ -126,13 +139,15 @@ def pack(
     from litdata import optimize  # lazy: only packing and packed training need litdata
 
     _quiet_litdata()
-    src = Path(src)
-    local = not is_uri(out)
-    if local and Path(out).exists():
-        if (Path(out) / PACK_FILE).exists() and not overwrite:
+    src, out = Path(local_path(src)), local_path(out)
+    folder = out = out.removeprefix("local:")  # local:/path is a read-side stand-in for an object store
+    if is_uri(out) and not out.startswith(WRITE_PREFIXES):
+        raise DataError(f"{out}: litdata writes only to a local folder, s3://, gs:// or r2://; pack there and copy")
+    if not is_uri(folder) and Path(folder).exists():
+        if (Path(folder) / PACK_FILE).exists() and not overwrite:
             raise DataError(f"{out}: already a packed dataset; pass --overwrite to replace it, or pick another OUT")
-        if any(Path(out).iterdir()):
-            shutil.rmtree(out)  # a finished pack with --overwrite, or what a killed pack left (no manifest)
+        if any(Path(folder).iterdir()):
+            shutil.rmtree(folder)  # a finished pack with --overwrite, or what a killed pack left (no manifest)
     span = (seq_len - 1) * frame_stride + 1
     videos = usable_videos(src, min_frames=span, min_size=min(*frame_size(resolution), 8))
     train, val = split_by_file(videos, src, val_fraction, seed)
@@ -178,7 +193,9 @@ def pack(
 
 def _write_manifest(out: str | Path, manifest: dict) -> None:
     text = json.dumps(manifest, indent=1)
-    if is_uri(out):
+    if out.startswith("local:"):
+        out = out.removeprefix("local:")
+    elif is_uri(out):
         import fsspec
 
         with fsspec.open(_join(out, PACK_FILE), "w") as f:
@@ -246,7 +263,7 @@ def packed_split(path: str | Path, split: str, shuffle: bool = False, seed: int 
     from litdata import StreamingDataset
 
     _quiet_litdata()
-    split_dir = _join(path, split)
+    split_dir = _join(local_path(path), split)
     check_shards(split_dir)
     try:
         return StreamingDataset(split_dir, shuffle=shuffle, seed=seed, drop_last=drop_last, transform=_to_tensors)
