@@ -78,6 +78,11 @@ def test_pack_refuses_to_overwrite_and_training_refuses_another_cut(sprite_data,
 def test_pack_refuses_a_store_litdata_cannot_write(sprite_data):
     with pytest.raises(DataError, match="writes only to a local folder, s3://"):
         pack(sprite_data, "hf://datasets/x/y", **CUT)
+    try:
+        import s3fs  # noqa: F401
+    except ImportError:  # without s3fs an s3:// pack stops before packing anything, naming what to install
+        with pytest.raises(DataError, match="pip install s3fs"):
+            pack(sprite_data, "s3://bucket/prefix", **CUT)
 
 
 def test_truncated_or_missing_shard_is_a_one_line_error_naming_it(packed, tmp_path):

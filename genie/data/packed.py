@@ -53,7 +53,7 @@ CUT_KEYS = ("seq_len", "resolution", "fit", "frame_stride")  # what a training c
 REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "r2://", "hf://", "local:")  # what litdata streams from
 
 
-WRITE_PREFIXES = ("s3://", "gs://", "r2://")  # what litdata's optimize uploads to
+WRITE_PREFIXES = ("s3://", "gs://")  # where litdata's optimize uploads and fsspec writes the manifest
 
 
 def is_uri(path: str | Path) -> bool:
@@ -83,9 +83,7 @@ def read_manifest(path: str | Path) -> dict:
     where = _join(path, PACK_FILE)
     try:
         if is_uri(path) and not path.startswith("local:"):
-            import fsspec  # lazy: only object stores need it
-
-            with fsspec.open(where, "r") as f:
+            with _store_filesystem(path).open(where, "r") as f:
                 manifest = json.load(f)
         else:
             manifest = json.loads(Path(where.removeprefix("local:")).read_text())
@@ -142,7 +140,9 @@ def pack(
     src, out = Path(local_path(src)), local_path(out)
     folder = out = out.removeprefix("local:")  # local:/path is a read-side stand-in for an object store
     if is_uri(out) and not out.startswith(WRITE_PREFIXES):
-        raise DataError(f"{out}: litdata writes only to a local folder, s3://, gs:// or r2://; pack there and copy")
+        raise DataError(f"{out}: litdata writes only to a local folder, s3:// or gs://; pack there and copy")
+    if is_uri(out):
+        _store_filesystem(out)  # before hours of packing, not at the manifest
     if not is_uri(folder) and Path(folder).exists():
         if (Path(folder) / PACK_FILE).exists() and not overwrite:
             raise DataError(f"{out}: already a packed dataset; pass --overwrite to replace it, or pick another OUT")
@@ -191,14 +191,29 @@ def pack(
     return manifest
 
 
+def _store_filesystem(uri: str):
+    """The fsspec filesystem of an object-store URI (for genie_pack.json); DataError naming the package to install
+    when fsspec has no backend for it here (s3fs for s3://, gcsfs for gs://)."""
+    import fsspec
+
+    protocol = uri.split("://", 1)[0]
+    try:
+        return fsspec.filesystem(protocol)
+    except (ImportError, ValueError) as e:
+        need = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "azure": "adlfs"}.get(
+            protocol, "its fsspec backend"
+        )
+        raise DataError(
+            f"{uri}: cannot reach {protocol}:// for genie_pack.json ({type(e).__name__}); pip install {need}"
+        ) from None
+
+
 def _write_manifest(out: str | Path, manifest: dict) -> None:
     text = json.dumps(manifest, indent=1)
     if out.startswith("local:"):
         out = out.removeprefix("local:")
     elif is_uri(out):
-        import fsspec
-
-        with fsspec.open(_join(out, PACK_FILE), "w") as f:
+        with _store_filesystem(out).open(_join(out, PACK_FILE), "w") as f:
             f.write(text)
         return
     tmp = Path(out) / (PACK_FILE + ".tmp")
