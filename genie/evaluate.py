@@ -58,7 +58,8 @@ def lam_actions(lam, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     window = lam.cfg.max_frames
     ids, latents = [], []
     for start in range(0, video.shape[1] - 1, window - 1):
-        _, chunk_ids, _, z = lam.encode(video[:, start : start + window])
+        enc = lam.encode(video[:, start : start + window])
+        chunk_ids, z = enc.ids, enc.z
         ids.append(chunk_ids.long())
         latents.append(z.float())
     return torch.cat(ids, 1), torch.cat(latents, 1)

@@ -362,7 +362,8 @@ def encode_episode(
     codes, latents = [], []
     for batch in batches:  # windows of one length each
         clips = torch.stack([video[s : s + window] for s in batch]).to(device)  # (N, W, 3, H, W)
-        _, ids, _, z = lam.encode(clips)
+        enc = lam.encode(clips)
+        ids, z = enc.ids, enc.z
         codes.append(ids.long().cpu().flatten())
         latents.append(z.float().cpu().flatten(0, 1))
     return torch.cat(codes).numpy(), torch.cat(latents).numpy()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from einops import rearrange
@@ -30,6 +31,19 @@ from genie.models.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
 from genie.models.checkpoint import RenamedSubmodules, load_stage_model
 from genie.models.quantize import VectorQuantizer
 from genie.models.resolution import Resolution, canonical_resolution, patch_grid
+
+
+class LAMEncoding(NamedTuple):
+    """What `LatentActionModel.encode` returns for a clip of T frames (float32 unless noted)."""
+
+    z_q: torch.Tensor
+    """(B, T-1, code_dim) the quantised latent action of each transition"""
+    ids: torch.Tensor
+    """(B, T-1) int64 its code"""
+    vq_loss: torch.Tensor
+    """() the VQ codebook + commitment loss"""
+    z: torch.Tensor
+    """(B, T-1, code_dim) the continuous latent before quantisation"""
 
 
 @dataclass
@@ -120,9 +134,9 @@ class LatentActionModel(RenamedSubmodules):
                 f"(use genie.inference.infer_actions for longer videos)"
             )
 
-    def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """video (B, T, 3, H, W) in [0, 1] -> z_q (B, T-1, code_dim), ids (B, T-1), VQ loss,
-        continuous z (B, T-1, code_dim)."""
+    def encode(self, video: torch.Tensor) -> LAMEncoding:
+        """video (B, T, 3, H, W) in [0, 1] -> LAMEncoding(z_q (B, T-1, code_dim), ids (B, T-1), VQ loss,
+        continuous z (B, T-1, code_dim))."""
         b, t = video.shape[:2]
         self._check_length(t)
         enc_in = video[:, 1:] - video[:, :-1]  # (B, T-1, 3, H, W): the differences
@@ -141,7 +155,7 @@ class LatentActionModel(RenamedSubmodules):
         )  # (B*(T-1), code_dim): the latent of transition t sees frames t, t+1
         z = rearrange(z, "(b t) d -> b t d", b=b)
         z_q, ids, vq_loss = self.vq(z)
-        return z_q, ids, vq_loss, z
+        return LAMEncoding(z_q, ids, vq_loss, z)
 
     def decode(self, past: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
         """past frames 1..T-1 (B, T-1, 3, H, W) and codes (B, T-1, code_dim) -> predicted frames 2..T
@@ -156,13 +170,13 @@ class LatentActionModel(RenamedSubmodules):
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """video (B, T, 3, H, W) -> (predicted frames 2..T, ids (B, T-1), VQ loss)."""
-        z_q, ids, vq_loss, _ = self.encode(video)
+        z_q, ids, vq_loss = self.encode(video)[:3]
         return self.decode(video[:, :-1], z_q), ids, vq_loss
 
     @torch.no_grad()
     def infer_actions(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, T, 3, H, W) in [0, 1], T <= max_frames -> latent action ids (B, T-1), long."""
-        return self.encode(video)[1].long()
+        return self.encode(video).ids.long()
 
 
 def shift_within_patch(video: torch.Tensor, patch: int) -> torch.Tensor:

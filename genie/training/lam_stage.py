@@ -105,7 +105,8 @@ class LAMModule(L.LightningModule):
         """Accumulate a video batch's next-frame PSNR (with the inferred and with random codes), codes, encoder
         outputs and true actions, and log sample predictions when due."""
         video = video_to_float(batch["video"])  # (B, T, 3, H, W)
-        z_q, ids, _, z = self.model.encode(video)
+        enc = self.model.encode(video)
+        z_q, ids, z = enc.z_q, enc.ids, enc.z
         pred = self.model.decode(video[:, :-1], z_q)
         # the same past frames with uniformly random codes: how much the decoder relies on the code
         random_ids = torch.randint_like(ids, self.cfg.model.num_actions)
