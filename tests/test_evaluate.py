@@ -116,7 +116,9 @@ class OracleLAM:
 
     def encode(self, video):
         b, t = video.shape[:2]
-        return None, torch.zeros(b, t - 1, dtype=torch.long), None, torch.zeros(b, t - 1, 2)
+        from genie.models.lam import LAMEncoding
+
+        return LAMEncoding(None, torch.zeros(b, t - 1, dtype=torch.long), None, torch.zeros(b, t - 1, 2))
 
     def __call__(self, video):
         return video[:, 1:], None, None
