@@ -41,14 +41,14 @@ def sprites_default(field: str):
 
 def _cmd_pack(args: argparse.Namespace) -> None:
     from genie.config import DataConfig, load_yaml
-    from genie.data.packed import pack
+    from genie.data.packed import PACK_FIELDS, pack
     from genie.models.resolution import canonical_resolution, check_fit, format_resolution
 
     data = DataConfig()
     section = (load_yaml(args.config).get("data") or {}) if args.config else {}
     value = {
         key: getattr(args, key) if getattr(args, key) is not None else section.get(key, getattr(data, key))
-        for key in ("seq_len", "resolution", "fit", "frame_stride", "clip_step", "val_fraction", "seed")
+        for key in PACK_FIELDS
     }
     value["resolution"] = canonical_resolution(value["resolution"], "--resolution")
     value["fit"] = check_fit(value["fit"], "--fit")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from genie.config import DataConfig, load_yaml
 from genie.data.datamodule import VideoDataModule
-from genie.data.packed import pack
+from genie.data.packed import pack, pack_settings
 
 
 def disk_bytes(path: Path) -> int:
@@ -74,18 +74,7 @@ def main() -> None:
         result["frame_cache_frames_per_s"] = frames_per_s(cached, work / "run", args.batches)
 
         started = time.perf_counter()
-        pack(
-            args.data,
-            work / "pack",
-            seq_len=cfg.seq_len,
-            resolution=cfg.resolution,
-            fit=cfg.fit,
-            frame_stride=cfg.frame_stride,
-            clip_step=cfg.clip_step,
-            val_fraction=cfg.val_fraction,
-            seed=cfg.seed,
-            num_workers=max(1, cfg.num_workers),
-        )
+        pack(args.data, work / "pack", num_workers=max(1, cfg.num_workers), **pack_settings(cfg))
         result["pack_s"] = round(time.perf_counter() - started, 1)
         result["pack_bytes"] = disk_bytes(work / "pack")
         result["packed_frames_per_s"] = frames_per_s(replace(cfg, dir=str(work / "pack")), None, args.batches)

@@ -117,7 +117,8 @@ class VideoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Batches {"video": uint8 (B, T, H, W, 3), "actions": int64 (B, T-1), ...} of training clips, in the
-        resumable, rank-sharded ClipStream order. Raises DataError as `setup`."""
+        resumable, rank-sharded ClipStream order; from a packed data.dir, litdata's StreamingDataLoader. Raises
+        DataError as `setup`."""
         self.setup()
         if self.manifest is not None:
             # litdata shuffles and splits the clips across ranks, nodes and workers; the loader's state (how far

@@ -48,6 +48,13 @@ PACK_FORMAT = "genie-pack"
 PACK_VERSION = 1
 SPLITS = ("train", "val")
 CUT_KEYS = ("seq_len", "resolution", "fit", "frame_stride")  # what a training config must agree with
+# the DataConfig fields `pack` takes: the cut, the clip step and the split
+PACK_FIELDS = (*CUT_KEYS, "clip_step", "val_fraction", "seed")
+
+
+def pack_settings(data_cfg) -> dict:
+    """The keyword arguments of `pack` that a genie.config.DataConfig gives (PACK_FIELDS)."""
+    return {key: getattr(data_cfg, key) for key in PACK_FIELDS}
 
 
 REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "r2://", "hf://", "local:")  # what litdata streams from
@@ -224,12 +231,8 @@ def _write_manifest(out: str | Path, manifest: dict) -> None:
 def check_cut(manifest: dict, data_cfg, where: str | Path) -> None:
     """Raise DataError (one line) when the clips of a packed dataset were cut otherwise than `data_cfg`
     (genie.config.DataConfig) asks: seq_len, resolution, fit and frame_stride must agree."""
-    wanted = {
-        "seq_len": data_cfg.seq_len,
-        "resolution": json_resolution(data_cfg.resolution),
-        "fit": data_cfg.fit,
-        "frame_stride": data_cfg.frame_stride,
-    }
+    wanted = {key: getattr(data_cfg, key) for key in CUT_KEYS}
+    wanted["resolution"] = json_resolution(wanted["resolution"])
     differ = [f"{k} {manifest.get(k)!r} (config {v!r})" for k, v in wanted.items() if manifest.get(k) != v]
     if differ:
         raise DataError(
@@ -284,12 +287,6 @@ def packed_split(path: str | Path, split: str, shuffle: bool = False, seed: int 
         return StreamingDataset(split_dir, shuffle=shuffle, seed=seed, drop_last=drop_last, transform=_to_tensors)
     except Exception as e:
         raise DataError(f"{split_dir}: cannot be streamed ({type(e).__name__}: {e})") from None
-
-
-def training_files(manifest: dict) -> tuple[list[str], list[str]]:
-    """The training files of a packed dataset (paths relative to its source folder) and their fingerprints."""
-    train = manifest["splits"]["train"]
-    return train["files"], train["fingerprints"]
 
 
 def source_training_videos(manifest: dict) -> list:
