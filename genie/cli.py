@@ -190,7 +190,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_infer_actions(args: argparse.Namespace) -> None:
     from genie.inference import infer_actions_command
 
-    infer_actions_command(args.model, args.videos, args.out, annotate=args.annotate, window=args.window)
+    infer_actions_command(args.model, args.videos, args.out, annotate=args.annotate)
 
 
 def _cmd_rollout(args: argparse.Namespace) -> None:
@@ -324,7 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "--annotate", help="also write this video (.mp4/.gif) with the inferred action stamped on each frame"
     )
-    infer.add_argument("--window", type=int, default=None, help="frames per LAM window (default: the LAM's seq_len)")
     infer.set_defaults(func=_cmd_infer_actions)
 
     roll = sub.add_parser("rollout", help="generate frames from a prompt and a sequence of latent actions")

@@ -51,21 +51,6 @@ def is_sprite_world(data_dir: str | Path) -> bool:
 
 
 @torch.no_grad()
-def lam_actions(lam, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Latent actions of every transition of float video (B, T, 3, H, W) of any length: (ids (B, T-1), latents z
-    (B, T-1, code_dim)). The LAM encodes each transition from its two frames alone, so chunks of its window
-    overlapping by one frame give the same codes as one pass."""
-    window = lam.cfg.max_frames
-    ids, latents = [], []
-    for start in range(0, video.shape[1] - 1, window - 1):
-        enc = lam.encode(video[:, start : start + window])
-        chunk_ids, z = enc.ids, enc.z
-        ids.append(chunk_ids.long())
-        latents.append(z.float())
-    return torch.cat(ids, 1), torch.cat(latents, 1)
-
-
-@torch.no_grad()
 def rollout_frames(world: WorldModel, first: torch.Tensor, actions: torch.Tensor, seed: int) -> torch.Tensor:
     """Generate len(actions) frames after the uint8 first frames (B, H, W, 3) with latent actions (B, N), through
     the environment API (play's sliding context and streamed decoding): float (B, N, 3, H, W)."""
@@ -154,7 +139,7 @@ def evaluate(
         token_ids.append(ids.cpu().flatten())
         pred, _, _ = world.lam(video[:, :lam_window])
         values["lam_psnr"].append(psnr(pred, video[:, 1:lam_window]).mean(1).cpu())
-        actions, _ = lam_actions(world.lam, video)  # (B, L-1)
+        actions = world.lam.infer_actions(video)  # (B, L-1)
         lam_ids.append(actions.cpu())
         truths.append(batch["actions"])
 

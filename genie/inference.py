@@ -1,9 +1,8 @@
 """Latent actions for whole videos: `genie infer-actions`.
 
-The LAM sees `max_frames` frames at once; longer videos are cut into overlapping windows. Its encoder
-is causal, so the id of transition t depends only on the window's frames up to t+1; each transition
-takes its id from the window that shows it with the most frames before it. Videos are streamed: decoded
-a chunk at a time, resized to the LAM's size at once, and dropped when no window needs them, so an
+The LAM encodes each transition from its two frames alone, so a video of any length is read in chunks
+(ActionStream, LatentActionModel.encode_video) and the ids do not depend on the chunking. Videos are
+streamed: decoded a chunk at a time, resized to the LAM's size at once, and dropped once encoded, so an
 hour-long HD recording takes the memory of a short clip.
 """
 
@@ -32,85 +31,52 @@ def to_model_input(video: np.ndarray, resolution, fit: str = DEFAULT_FIT) -> tor
     return video_to_float(torch.from_numpy(np.ascontiguousarray(video)))
 
 
-class WindowedActions:
-    """Latent actions of a stream of frames: push chunks of frames in, get the ids settled so far out.
+class ActionStream:
+    """Latent actions of a stream of frames: push chunks of frames in, get the ids of their transitions out.
 
-    Windows of `window` frames start half a window apart; at the end one more window ends at the last
-    frame. Each transition takes its id from the first window that shows it, which is the window that
-    shows it with the most frames before it. Only the frames a waiting window still needs are kept, as
-    uint8 at the LAM's size (at most `batch_size` half-windows and a window), so memory does not grow with
-    the video; windows are made float only when a batch of them runs.
+    The LAM encodes each transition from its two frames alone (genie.models.lam), so the ids do not depend on
+    how the video is chunked: the frames are kept as uint8 at the LAM's size until `batch_size` windows of
+    the LAM's `max_frames` are waiting, run together (LatentActionModel.encode_video), and dropped but for
+    the last one. Memory does not grow with the video.
     """
 
-    def __init__(
-        self, model: LatentActionModel, window: int | None = None, batch_size: int = 32, fit: str = DEFAULT_FIT
-    ):
+    def __init__(self, model: LatentActionModel, batch_size: int = 32, fit: str = DEFAULT_FIT):
         """`fit`: how frames of another aspect ratio than the LAM's are fitted (genie.models.pixels.fit_frames)."""
-        self.window = window or model.cfg.max_frames
-        if not 2 <= self.window <= model.cfg.max_frames:
-            raise ValueError(f"window must be between 2 and the LAM's {model.cfg.max_frames} frames, got {self.window}")
         self.model, self.batch_size = model, batch_size
         self.resolution, self.fit = model.cfg.resolution, fit
-        self.stride = max(1, self.window // 2)
+        self.chunk = batch_size * (model.cfg.max_frames - 1)  # transitions run at once
         self.device = next(model.parameters()).device
-        self.frames = np.empty((0, *frame_size(self.resolution), 3), dtype=np.uint8)  # frames offset .. count-1
-        self.offset = 0
+        self.frames = np.empty((0, *frame_size(self.resolution), 3), dtype=np.uint8)  # not yet encoded, + the last
         self.count = 0  # frames pushed so far
-        self.next_start = 0  # where the next regular window starts
-        self.pending: list[tuple[int, int]] = []  # windows waiting to run: (start, length)
-        self.settled = 0  # transitions whose id has been given out
 
     def push(self, video: np.ndarray) -> list[int]:
         """Add uint8 frames (N, H, W, 3); returns the ids of the transitions settled by them, in order."""
         self.frames = np.concatenate([self.frames, fit_frames(np.asarray(video), self.resolution, self.fit)])
         self.count += len(video)
-        actions = []
-        while self.next_start + self.window <= self.count:
-            self.pending.append((self.next_start, self.window))
-            self.next_start += self.stride
-            if len(self.pending) == self.batch_size:
-                actions += self._run()
-        # frames before the first waiting window, and before the last window (it may start at count - window), go
-        keep_from = max(0, min(self.pending[0][0] if self.pending else self.next_start, self.count - self.window))
-        self.frames, self.offset = self.frames[keep_from - self.offset :], keep_from
-        return actions
+        return self._run() if len(self.frames) > self.chunk else []
 
     def _run(self) -> list[int]:
-        clips = torch.stack(
-            [
-                to_model_input(self.frames[s - self.offset : s - self.offset + n], self.resolution)
-                for s, n in self.pending
-            ]
-        ).to(self.device)  # (N, W, 3, H, W)
-        ids = self.model.infer_actions(clips).cpu()  # (N, W-1)
-        actions = []
-        for (start, _), row in zip(self.pending, ids):
-            actions += row[self.settled - start :].tolist()
-            self.settled = start + len(row)
-        self.pending = []
-        return actions
+        clip = to_model_input(self.frames, self.resolution)[None].to(self.device)  # (1, N, 3, H, W)
+        ids = self.model.encode_video(clip, self.batch_size)[0][0].cpu().tolist()
+        self.frames = self.frames[-1:]
+        return ids
 
     def finish(self) -> list[int]:
-        """The ids of the remaining transitions (a last window ends at the last frame)."""
+        """The ids of the remaining transitions. Raises ValueError when fewer than 2 frames were pushed."""
         if self.count < 2:
             raise ValueError(f"a video needs at least 2 frames for one action, got {self.count}")
-        actions = self._run() if self.pending else []
-        if self.settled < self.count - 1:
-            length = min(self.window, self.count)
-            self.pending = [(self.count - length, length)]
-            actions += self._run()
-        return actions
+        return self._run() if len(self.frames) > 1 else []
 
 
 @torch.no_grad()
 def infer_actions(
-    model: LatentActionModel, video: np.ndarray, window: int | None = None, batch_size: int = 32, fit: str = DEFAULT_FIT
+    model: LatentActionModel, video: np.ndarray, batch_size: int = 32, fit: str = DEFAULT_FIT
 ) -> list[int]:
-    """Latent action ids (T-1 of them) for uint8 frames (T, H, W, 3) of any length and size, via overlapping
-    windows; frames are fitted to the LAM's resolution by genie.models.pixels.fit_frames."""
+    """Latent action ids (T-1 of them) for uint8 frames (T, H, W, 3) of any length and size; frames are fitted
+    to the LAM's resolution by genie.models.pixels.fit_frames. Raises ValueError for fewer than 2 frames."""
     if len(video) < 2:
         raise ValueError(f"a video needs at least 2 frames for one action, got {len(video)}")
-    stream = WindowedActions(model, window, batch_size, fit=fit)
+    stream = ActionStream(model, batch_size, fit=fit)
     return stream.push(video) + stream.finish()
 
 
@@ -142,14 +108,13 @@ def annotated_path(annotate_to: Path, index: int, count: int) -> Path:
 def video_actions(
     model: LatentActionModel,
     path: str | Path,
-    window: int | None = None,
     annotate_to: Path | None = None,
     fit: str = DEFAULT_FIT,
 ) -> dict:
     """{"path", "num_frames", "actions"} of one video, streamed a chunk at a time (memory does not grow
     with its length) and fitted to the LAM's resolution by `fit`; with `annotate_to`, the frames with their
     actions stamped are written as they settle."""
-    stream = WindowedActions(model, window, fit=fit)
+    stream = ActionStream(model, fit=fit)
     resolution = model.cfg.resolution
     scale = max(1, 256 // max(frame_size(resolution)))
     actions: list[int] = []
@@ -188,7 +153,6 @@ def infer_actions_command(
     videos: list[str | Path],
     out: str | Path,
     annotate: str | Path | None = None,
-    window: int | None = None,
 ) -> dict:
     """Write {"model", "num_actions", "videos": [{"path", "num_frames", "actions"}]} to `out` as JSON.
 
@@ -199,8 +163,6 @@ def infer_actions_command(
     model = load_stage_model(model_path, "lam", LAMConfig, LatentActionModel, label="LAM", ckpt=ckpt)
     fit = recorded_fit(ckpt)  # frames of another aspect are fitted as the LAM's training frames were
     del ckpt
-    if window is not None and not 2 <= window <= model.cfg.max_frames:
-        raise VideoError(f"--window {window}: must be between 2 and the LAM's {model.cfg.max_frames} frames")
     annotate_to = Path(annotate) if annotate else None
     if annotate_to is not None and annotate_to.suffix.lower() not in (".mp4", ".gif", ".mkv", ".avi"):
         raise VideoError(f"--annotate {annotate_to}: give a .mp4 or .gif file name")
@@ -208,7 +170,7 @@ def infer_actions_command(
     for index, path in enumerate(videos):
         target = annotated_path(annotate_to, index, len(videos)) if annotate_to is not None else None
         try:
-            results.append(video_actions(model, path, window, target, fit=fit))
+            results.append(video_actions(model, path, target, fit=fit))
         except VideoError as e:
             if len(videos) == 1:
                 raise

@@ -75,7 +75,7 @@ def compare(world: WorldModel, clip: np.ndarray, prompt_frames: int, seed: int =
     """Real clip vs its replay from the first `prompt_frames` frames with its own inferred actions."""
     video = world.to_float(clip)
     real = float_to_video(video[0]).numpy()
-    actions = infer_actions(world.lam, real, window=world.lam.cfg.max_frames, fit=world.fit)
+    actions = infer_actions(world.lam, real, fit=world.fit)
     generated = rollout(world, real[:prompt_frames], actions[prompt_frames - 1 :], seed=seed)
     generated = np.concatenate([real[: prompt_frames - 1], generated]) if prompt_frames > 1 else generated
     return np.concatenate([real, generated], axis=2), actions

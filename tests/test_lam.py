@@ -176,7 +176,7 @@ def test_videos_are_resized_to_the_lam_resolution(lam_run, episode, tmp_path):
     big = tmp_path / "big.mp4"
     write_video(big, read_video(episode, resolution=64)[:10])
     out = tmp_path / "a.json"
-    assert main(["infer-actions", "--model", str(lam_run), str(big), "--out", str(out), "--window", "4"]) == 0
+    assert main(["infer-actions", "--model", str(lam_run), str(big), "--out", str(out)]) == 0
     assert len(json.loads(out.read_text())["videos"][0]["actions"]) == 9
 
 

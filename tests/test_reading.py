@@ -31,7 +31,7 @@ from genie.data.video import (
     write_gif,
     write_image,
 )
-from genie.inference import WindowedActions, infer_actions, to_model_input, video_actions
+from genie.inference import ActionStream, infer_actions, to_model_input, video_actions
 from genie.models.lam import LatentActionModel
 
 
@@ -280,11 +280,17 @@ def test_streamed_actions_equal_the_whole_video_windows(length):
     video = np.random.default_rng(length).integers(0, 256, (length, 16, 16, 3), dtype=np.uint8)
     expected = reference_actions(model, video, 6)
     assert infer_actions(model, video) == expected
+    # each transition alone, as the encoder sees it: the codes of 2-frame clips
+    frames = to_model_input(video, 16)
+    alone = [int(model.infer_actions(frames[t : t + 2][None])[0, 0]) for t in range(length - 1)]
+    assert expected == alone
     for chunk in (1, 4, 9):  # any chunking, and batches of windows smaller than the video
-        stream = WindowedActions(model, batch_size=2)
-        got = [a for s in range(0, length, chunk) for a in stream.push(video[s : s + chunk])] + stream.finish()
-        assert got == expected, chunk
-        assert len(stream.frames) <= 6 + 3 + chunk  # a window, half a window, one chunk
+        stream = ActionStream(model, batch_size=2)
+        got = []
+        for s in range(0, length, chunk):
+            got += stream.push(video[s : s + chunk])
+            assert len(stream.frames) <= 2 * 5  # at most two windows of transitions wait
+        assert got + stream.finish() == expected, chunk
 
 
 def test_reading_memory_follows_the_chunk_not_the_video(tmp_path, monkeypatch):

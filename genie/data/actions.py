@@ -349,24 +349,10 @@ def encode_episode(
     lam, frames: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 frames (T, H, W, 3) at the LAM's resolution -> latent codes int64 (T-1,) and latents float32
-    (T-1, code_dim).
-
-    Windows of the LAM's max_frames that share their boundary frames cover each transition once, each seen
-    with as much of its window before it as in a training clip's.
-    """
-    window = lam.cfg.max_frames
-    video = video_to_float(torch.from_numpy(np.ascontiguousarray(frames)))
-    starts = list(range(0, len(frames) - 1, window - 1))
-    full = [s for s in starts if s + window <= len(frames)]
-    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [[s] for s in starts[len(full) :]]
-    codes, latents = [], []
-    for batch in batches:  # windows of one length each
-        clips = torch.stack([video[s : s + window] for s in batch]).to(device)  # (N, W, 3, H, W)
-        enc = lam.encode(clips)
-        ids, z = enc.ids, enc.z
-        codes.append(ids.long().cpu().flatten())
-        latents.append(z.float().cpu().flatten(0, 1))
-    return torch.cat(codes).numpy(), torch.cat(latents).numpy()
+    (T-1, code_dim) (LatentActionModel.encode_video)."""
+    video = video_to_float(torch.from_numpy(np.ascontiguousarray(frames)))[None].to(device)
+    ids, z = lam.encode_video(video, batch_size)
+    return ids[0].cpu().numpy(), z[0].cpu().numpy()
 
 
 def read_labelled(

@@ -1,8 +1,9 @@
 """The latent action model (LAM): learns a tiny vocabulary of actions from unlabeled video.
 
-Encoder: an ST-transformer over the pixel patches of the frame differences x[t+1] - x[t], plus one
-learned action token per difference; with causal time attention, the token of difference t has seen
-frames <= t+1 and becomes the latent of transition t -> t+1, quantised to `num_actions` codes.
+Encoder: a transformer over the pixel patches of one frame difference x[t+1] - x[t] (and, with `encoder_input:
+diff+frame`, frame t+1) plus one learned action token; each transition is encoded alone, so the latent of
+transition t -> t+1 depends on frames t and t+1 only, and a video of any length is encoded in chunks
+(`encode_video`). The latent is quantised to `num_actions` codes.
 Decoder: an ST-transformer over frames 1..t (causal in time; `decoder_context: frame`: frame t alone) with
 the code of transition t added to every token of frame t; it predicts frame t+1, which it can only learn
 about through the code.
@@ -131,7 +132,7 @@ class LatentActionModel(RenamedSubmodules):
         if frames > self.cfg.max_frames:
             raise ValueError(
                 f"the LAM sees at most {self.cfg.max_frames} frames at once, got {frames} "
-                f"(use genie.inference.infer_actions for longer videos)"
+                f"(LatentActionModel.encode_video encodes longer videos)"
             )
 
     def encode(self, video: torch.Tensor) -> LAMEncoding:
@@ -174,9 +175,39 @@ class LatentActionModel(RenamedSubmodules):
         return self.decode(video[:, :-1], z_q), ids, vq_loss
 
     @torch.no_grad()
+    def encode_video(self, video: torch.Tensor, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latent actions of every transition of float video (B, T, 3, H, W) in [0, 1] of any length T >= 2:
+        (ids (B, T-1) int64, continuous latents z (B, T-1, code_dim) float32), on the video's device.
+
+        The encoder sees each transition alone (frames t and t+1), so the video is cut into windows of
+        `max_frames` that share their boundary frame, run `batch_size` windows at a time; the codes equal one
+        pass over the whole video. Raises ValueError for fewer than 2 frames.
+        """
+        b, t = video.shape[:2]
+        if t < 2:
+            raise ValueError(f"a video needs at least 2 frames for one action, got {t}")
+        step = self.cfg.max_frames - 1  # transitions a window holds
+        full = (t - 1) // step
+        ids, latents = [], []
+        if full:
+            windows = video[:, : full * step + 1].unfold(1, step + 1, step)  # (B, full, 3, H, W, step+1)
+            windows = rearrange(windows, "b n c h w t -> (b n) t c h w")
+            for chunk in windows.split(batch_size):
+                enc = self.encode(chunk)
+                ids.append(enc.ids.long())
+                latents.append(enc.z.float())
+            ids = [rearrange(torch.cat(ids), "(b n) t -> b (n t)", b=b)]
+            latents = [rearrange(torch.cat(latents), "(b n) t d -> b (n t) d", b=b)]
+        if full * step < t - 1:  # the frames after the last whole window, with its last frame
+            enc = self.encode(video[:, full * step :])
+            ids.append(enc.ids.long())
+            latents.append(enc.z.float())
+        return torch.cat(ids, 1), torch.cat(latents, 1)
+
+    @torch.no_grad()
     def infer_actions(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, T, 3, H, W) in [0, 1], T <= max_frames -> latent action ids (B, T-1), long."""
-        return self.encode(video).ids.long()
+        """video (B, T, 3, H, W) in [0, 1], any T >= 2 -> latent action ids (B, T-1), int64 (`encode_video`)."""
+        return self.encode_video(video)[0]
 
 
 def shift_within_patch(video: torch.Tensor, patch: int) -> torch.Tensor:
