@@ -75,6 +75,62 @@ def test_pack_refuses_to_overwrite_and_training_refuses_another_cut(sprite_data,
     assert len(err) == 1 and "already a packed dataset" in err[0]
 
 
+SLOW_PACK = """
+import sys, time
+import genie.data.packed as P
+write = P._ClipWriter.__call__
+P._ClipWriter.__call__ = lambda self, i: (time.sleep(0.05), write(self, i))[1]  # slow enough to be killed mid-way
+P.pack(sys.argv[1], sys.argv[2], num_workers=2, chunk_bytes="50KB", **{cut})
+"""
+
+
+@pytest.mark.slow
+def test_killed_pack_resumes_from_its_finished_chunks(sprite_data, packed, tmp_path, caplog):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    script = SLOW_PACK.replace("{cut}", repr(CUT))
+    proc = subprocess.Popen([sys.executable, "-c", script, str(sprite_data), str(out)], start_new_session=True)
+    checkpoint, deadline = out / "train" / ".checkpoints" / "checkpoint-0.json", time.time() + 120
+
+    def finished_chunks() -> list[str]:
+        try:
+            return [c["filename"] for c in json.loads(checkpoint.read_text())["chunks"]]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    while time.time() < deadline and proc.poll() is None and len(finished_chunks()) < 2:
+        time.sleep(0.2)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the pack and its litdata workers
+    proc.wait()
+    kept = {name: (out / "train" / name).stat().st_mtime_ns for name in finished_chunks()}
+    assert len(kept) >= 2 and not (out / "genie_pack.json").exists()
+
+    with caplog.at_level("INFO", logger="genie.data.packed"):
+        pack(sprite_data, out, num_workers=2, chunk_bytes="50KB", **CUT)
+    assert "resuming the killed pack" in caplog.text
+    assert {name: (out / "train" / name).stat().st_mtime_ns for name in kept} == kept  # not written again
+    assert not (out / "genie_pack.partial.json").exists()
+    for split in ("train", "val"):
+        want = {key(item): item for item in packed_split(packed, split)}
+        got = packed_split(out, split)
+        assert len(got) == len(want) and {key(item) for item in got} == set(want)  # none repeated or missing
+        for item in got:
+            assert torch.equal(item["video"], want[key(item)]["video"])
+
+
+def test_pack_refuses_a_folder_that_is_not_a_pack(sprite_data, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a packed dataset; pick an empty or new OUT"):
+        pack(sprite_data, tmp_path / "mine", **CUT)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
 def test_pack_refuses_a_store_litdata_cannot_write(sprite_data):
     with pytest.raises(DataError, match="writes only to a local folder, s3://"):
         pack(sprite_data, "hf://datasets/x/y", **CUT)

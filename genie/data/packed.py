@@ -10,6 +10,7 @@ a progress bar):
                   split settings, and per split the source files with their genie.data.heldout.fingerprint, so
                   evaluation can still tell held-out files from training ones; written last, so a killed pack
                   is never mistaken for a finished one
+    OUT/genie_pack.partial.json   the same settings while packing: a killed pack run again with them resumes
 
 OUT may be a local folder or an object-store URI (s3://..., anything litdata and fsspec write to). A packed
 folder is a drop-in `data.dir` for every stage: litdata's StreamingDataset streams the training clips,
@@ -44,6 +45,7 @@ def _quiet_litdata() -> None:
 
 
 PACK_FILE = "genie_pack.json"
+PARTIAL_FILE = "genie_pack.partial.json"  # the settings of a pack under way: a killed pack resumes if they match
 PACK_FORMAT = "genie-pack"
 PACK_VERSION = 1
 SPLITS = ("train", "val")
@@ -138,8 +140,10 @@ def pack(
     The clips are cut as genie.data.clips.VideoClips cuts them (seq_len frames, frame_stride apart, a new clip
     every clip_step frames; the validation split every span frames) and split by file as training splits a folder
     (val_fraction, seed). Unreadable videos are skipped and counted (genie.data.clips.usable_videos). A local
-    `out` that already holds a finished pack is refused unless `overwrite`; a killed pack left without its
-    manifest is packed again from the start. Raises DataError for an unusable `src` or an existing `out`.
+    `out` that already holds a finished pack is refused unless `overwrite`. A killed local pack resumes: run with
+    the same arguments on the same files, the finished split is kept and the other continues from its last
+    finished chunks (litdata's `use_checkpoint`); with other settings or files it is packed again from the
+    start. Raises DataError for an unusable `src` or an existing `out`.
     """
     from litdata import optimize  # lazy: only packing and packed training need litdata
 
@@ -150,11 +154,8 @@ def pack(
         raise DataError(f"{out}: litdata writes only to a local folder, s3:// or gs://; pack there and copy")
     if is_uri(out):
         _store_filesystem(out)  # before hours of packing, not at the manifest
-    if not is_uri(folder) and Path(folder).exists():
-        if (Path(folder) / PACK_FILE).exists() and not overwrite:
-            raise DataError(f"{out}: already a packed dataset; pass --overwrite to replace it, or pick another OUT")
-        if any(Path(folder).iterdir()):
-            shutil.rmtree(folder)  # a finished pack with --overwrite, or what a killed pack left (no manifest)
+    if not is_uri(folder) and (Path(folder) / PACK_FILE).exists() and not overwrite:
+        raise DataError(f"{out}: already a packed dataset; pass --overwrite to replace it, or pick another OUT")
     span = (seq_len - 1) * frame_stride + 1
     videos = usable_videos(src, min_frames=span, min_size=min(*frame_size(resolution), 8))
     train, val = split_by_file(videos, src, val_fraction, seed)
@@ -173,16 +174,37 @@ def pack(
         "seed": seed,
         "splits": {},
     }
-    started = time.perf_counter()
+    plan = {}  # split -> (clips, manifest entry)
     for split, files in (("train", train), ("val", val)):
         clips = VideoClips(files, seq_len, resolution, frame_stride, clip_step if split == "train" else None, fit=fit)
-        entry = {
-            "clips": len(clips),
-            "frames": len(clips) * seq_len,
-            "files": [v.path.relative_to(src).as_posix() for v in files],
-            "fingerprints": [fingerprint(v.path) for v in files],
-        }
-        if len(clips):
+        plan[split] = (
+            clips,
+            {
+                "clips": len(clips),
+                "frames": len(clips) * seq_len,
+                "files": [v.path.relative_to(src).as_posix() for v in files],
+                "fingerprints": [fingerprint(v.path) for v in files],
+            },
+        )
+    intent = {**manifest, "splits": {split: entry for split, (_, entry) in plan.items()}}
+    intent.update(num_workers=num_workers, chunk_bytes=chunk_bytes)
+    resume = not is_uri(folder) and not overwrite and _partial(folder) == intent
+    if not is_uri(folder) and Path(folder).exists() and any(Path(folder).iterdir()) and not resume:
+        ours = any((Path(folder) / name).exists() for name in (PACK_FILE, PARTIAL_FILE))
+        if not ours and not overwrite:
+            raise DataError(f"{out}: a folder that is not a packed dataset; pick an empty or new OUT")
+        if (Path(folder) / PARTIAL_FILE).exists() and not overwrite:
+            log.warning("%s: a killed pack of other settings or files; packing again from the start", out)
+        shutil.rmtree(folder)  # a finished pack with --overwrite, or a killed pack that cannot be resumed
+    if not is_uri(folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / PARTIAL_FILE).write_text(json.dumps(intent, indent=1))
+    started = time.perf_counter()
+    for split, (clips, entry) in plan.items():
+        done = not is_uri(folder) and (Path(folder) / split / "index.json").is_file()
+        if resume:
+            log.info("%s/%s: %s", out, split, "already packed" if done else "resuming the killed pack")
+        if len(clips) and not (resume and done):
             optimize(
                 fn=_ClipWriter(clips),
                 inputs=list(range(len(clips))),
@@ -191,11 +213,22 @@ def pack(
                 chunk_bytes=chunk_bytes,
                 reorder_files=False,
                 start_method="fork",
+                use_checkpoint=True,  # a killed pack resumes from its last finished chunks
             )
         manifest["splits"][split] = entry
     manifest["pack_seconds"] = round(time.perf_counter() - started, 1)
     _write_manifest(out, manifest)
+    if not is_uri(folder):
+        (Path(folder) / PARTIAL_FILE).unlink(missing_ok=True)
     return manifest
+
+
+def _partial(folder: str) -> dict | None:
+    """The settings a killed pack of `folder` was started with (its genie_pack.partial.json), or None."""
+    try:
+        return json.loads((Path(folder) / PARTIAL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _store_filesystem(uri: str):
