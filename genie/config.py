@@ -180,28 +180,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def current_keys(cls: type, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`values` (a possibly nested dict for dataclass `cls`) with each field given under its old name moved to its
-    current one: a dataclass lists its renamed fields in `old_keys` (old name -> new, e.g. the tokenizer's
-    `beta` -> `vq_beta`), so YAML files, overrides, saved config.yaml files and checkpoints that use the old
-    name still load. Both names at once is a one-line ConfigError. `values` is not modified."""
-    old_keys = getattr(cls, "old_keys", {})
-    out: dict[str, Any] = {}
-    for k, v in values.items():
-        new = old_keys.get(k, k)
-        if new != k and new in values:
-            raise ConfigError(
-                f"config keys '{prefix}{k}' and '{prefix}{new}' are one setting ('{k}' is its old name): give only "
-                f"'{prefix}{new}'"
-            )
-        out[new] = v
-    hints = typing.get_type_hints(cls)
-    for k, v in out.items():
-        if isinstance(v, dict) and _is_dataclass_type(hints.get(k)):
-            out[k] = current_keys(hints[k], v, prefix + k + ".")
-    return out
-
-
 def _check_keys(cls: type, values: dict[str, Any], prefix: str) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -215,9 +193,7 @@ def _check_keys(cls: type, values: dict[str, Any], prefix: str) -> None:
 def typed_values(cls: type, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """`values` (a possibly nested dict from YAML and overrides) with every value converted to the type of its
     field of dataclass `cls`, nested dataclass fields kept as dicts; unknown keys and values of the wrong type
-    are a one-line ConfigError naming the key. Fields given under an old name are read as their current one
-    (`current_keys`)."""
-    values = current_keys(cls, values, prefix)
+    are a one-line ConfigError naming the key."""
     _check_keys(cls, values, prefix)
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
@@ -234,9 +210,7 @@ def typed_values(cls: type, values: dict[str, Any], prefix: str = "") -> dict[st
 
 def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass `cls` from a (possibly nested) dict; unknown keys are an error, not ignored. (Plain
-    dataclasses, no jsonargparse: what loading a checkpoint's model config uses; `load_config` is the CLI's.)
-    Fields given under an old name are read as their current one (`current_keys`)."""
-    values = current_keys(cls, values, prefix)
+    dataclasses, no jsonargparse: what loading a checkpoint's model config uses; `load_config` is the CLI's.)"""
     _check_keys(cls, values, prefix)
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
@@ -309,7 +283,6 @@ def build_config(cls: type, values: dict[str, Any]) -> Any:
     ConfigErrors."""
     from jsonargparse import ArgumentError
 
-    values = current_keys(cls, values)  # before noting the keys the user set: under their current names
     typed = typed_values(cls, values)
     parser = config_parser(cls)
     with _user_set(frozenset(_dotted_keys(values))):

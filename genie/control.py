@@ -335,24 +335,31 @@ def _rows(array: np.ndarray) -> dict[str, list[float] | None]:
     return {str(i): (None if not np.isfinite(row).all() else _vec(row)) for i, row in enumerate(array)}
 
 
-def real_transitions(videos: list, codes_of, resolution, fit: str, sprites: bool, progress: bool = False):
-    """Read `videos` (genie.data.VideoInfo each) at `resolution`: (RealTransitions of all their transitions,
-    list of uint8 frame arrays (T, H, W, 3), one a video). `codes_of(frames uint8 (T, H, W, 3))` -> the latent
-    code of each transition, int (T-1,)."""
+def real_transitions(
+    videos: list, codes_of, resolution, fit: str, sprites: bool, progress: bool = False, frame_stride: int = 1
+):
+    """Read `videos` (genie.data.VideoInfo each) at `resolution`, every `frame_stride`-th frame (one world step):
+    (RealTransitions of all their transitions, list of uint8 frame arrays (T, H, W, 3), one a video).
+    `codes_of(frames uint8 (T, H, W, 3))` -> the latent code of each transition, int (T-1,). A transition's true
+    label is -1 where the `frame_stride` actions it spans differ (genie.data.actions.strided_labels)."""
     from tqdm import tqdm
 
+    from genie.data.actions import strided_labels
     from genie.data.clips import load_actions
     from genie.data.video import read_video
 
     parts, clips = [], []
-    for i, video in enumerate(tqdm(videos, desc="control: real transitions", unit="video", disable=not progress)):
-        frames = read_video(video.path, resolution=resolution, fit=fit)
+    for video in tqdm(videos, desc="control: real transitions", unit="video", disable=not progress):
+        every = read_video(video.path, resolution=resolution, fit=fit)
+        frames = every[::frame_stride]
+        if len(frames) < 2:
+            continue
         truth = load_actions(video.path, video.num_frames)
         labels = np.full(len(frames) - 1, -1, dtype=np.int64)
-        if truth is not None:
-            labels[: min(len(truth), len(labels))] = truth[: len(labels)]
+        if truth is not None and len(truth) >= len(every) - 1:
+            labels[:] = strided_labels(truth, len(every), frame_stride)
         motion = transition_motion(_float(torch.from_numpy(np.ascontiguousarray(frames)))[None], sprites)[0].numpy()
-        parts.append((np.asarray(codes_of(frames), dtype=np.int64), labels, motion, np.full(len(labels), i)))
+        parts.append((np.asarray(codes_of(frames), dtype=np.int64), labels, motion, np.full(len(labels), len(clips))))
         clips.append(frames)
     return RealTransitions(*(np.concatenate(column) for column in zip(*parts))), clips
 
@@ -409,8 +416,15 @@ def evaluate_control(
 
     sprites = is_sprite_world(data_dir)
     fit = getattr(world, "fit", DEFAULT_FIT)
+    stride = getattr(world, "frame_stride", 1)
     real, clips = real_transitions(
-        videos, lambda f: encode_episode(world.lam, f, world.device)[0], world.resolution, fit, sprites, progress
+        videos,
+        lambda f: encode_episode(world.lam, f, world.device)[0],
+        world.resolution,
+        fit,
+        sprites,
+        progress,
+        stride,
     )
     prompts, owners = choose_prompts(clips, frames, max_prompts, sprites, seed)
     held = hold_codes(world, prompts, owners, frames, sprites, seed)

@@ -35,7 +35,7 @@ from genie.data.heldout import select_videos
 from genie.metrics import bootstrap_interval, codebook_stats, player_position, psnr, ssim
 from genie.models.pixels import video_to_float
 from genie.models.resolution import DEFAULT_FIT
-from genie.models.world import WorldModel, resolve_device
+from genie.models.world import WorldModel, resolve_device, span_frames
 from genie.persistence import persistence_command
 
 ROLLOUT_KS = (1, 4, 8, 16)
@@ -115,8 +115,12 @@ def evaluate(
     if max_clips < 1:
         raise ConfigError(f"--max-clips must be at least 1, got {max_clips}")
     length = 1 + max(horizon, rollout_frames_k)
-    videos, num_seen = select_videos(data_dir, split, length, world.meta.get("training"), progress=progress)
-    clips = VideoClips(videos, length, world.resolution, max_clips=max_clips, fit=getattr(world, "fit", DEFAULT_FIT))
+    stride = getattr(world, "frame_stride", 1)  # video frames a world step spans
+    record = world.meta.get("training")
+    videos, num_seen = select_videos(data_dir, split, span_frames(length, stride), record, progress=progress)
+    clips = VideoClips(
+        videos, length, world.resolution, stride, max_clips=max_clips, fit=getattr(world, "fit", DEFAULT_FIT)
+    )
     loader = torch.utils.data.DataLoader(clips, batch_size=batch_size)
     sprites = is_sprite_world(data_dir)
     random_gen = torch.Generator().manual_seed(seed)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from genie.data.video import VideoError, VideoWriter, iter_video
-from genie.models.checkpoint import load_checkpoint, load_stage_model, recorded_fit
+from genie.models.checkpoint import load_checkpoint, load_stage_model, recorded_fit, recorded_stride
 from genie.models.lam import LAMConfig, LatentActionModel
 from genie.models.pixels import fit_frames, video_to_float
 from genie.models.resolution import DEFAULT_FIT, frame_size
@@ -40,19 +40,25 @@ class ActionStream:
     the last one. Memory does not grow with the video.
     """
 
-    def __init__(self, model: LatentActionModel, batch_size: int = 32, fit: str = DEFAULT_FIT):
-        """`fit`: how frames of another aspect ratio than the LAM's are fitted (genie.models.pixels.fit_frames)."""
-        self.model, self.batch_size = model, batch_size
+    def __init__(self, model: LatentActionModel, batch_size: int = 32, fit: str = DEFAULT_FIT, frame_stride: int = 1):
+        """`fit`: how frames of another aspect ratio than the LAM's are fitted (genie.models.pixels.fit_frames);
+        `frame_stride`: the LAM reads every `frame_stride`-th frame pushed (the data.frame_stride it trained with),
+        so a transition spans that many frames."""
+        self.model, self.batch_size, self.frame_stride = model, batch_size, frame_stride
         self.resolution, self.fit = model.cfg.resolution, fit
         self.chunk = batch_size * (model.cfg.max_frames - 1)  # transitions run at once
         self.device = next(model.parameters()).device
         self.frames = np.empty((0, *frame_size(self.resolution), 3), dtype=np.uint8)  # not yet encoded, + the last
         self.count = 0  # frames pushed so far
+        self.read = 0  # frames the LAM reads (every frame_stride-th pushed)
 
     def push(self, video: np.ndarray) -> list[int]:
         """Add uint8 frames (N, H, W, 3); returns the ids of the transitions settled by them, in order."""
-        self.frames = np.concatenate([self.frames, fit_frames(np.asarray(video), self.resolution, self.fit)])
+        video = np.asarray(video)
+        chosen = video[(-self.count) % self.frame_stride :: self.frame_stride]  # frames 0, s, 2s, ... of the stream
         self.count += len(video)
+        self.read += len(chosen)
+        self.frames = np.concatenate([self.frames, fit_frames(chosen, self.resolution, self.fit)])
         return self._run() if len(self.frames) > self.chunk else []
 
     def _run(self) -> list[int]:
@@ -63,8 +69,9 @@ class ActionStream:
 
     def finish(self) -> list[int]:
         """The ids of the remaining transitions. Raises ValueError when fewer than 2 frames were pushed."""
-        if self.count < 2:
-            raise ValueError(f"a video needs at least 2 frames for one action, got {self.count}")
+        if self.read < 2:
+            need = self.frame_stride + 1
+            raise ValueError(f"a video needs at least {need} frames for one action, got {self.count}")
         return self._run() if len(self.frames) > 1 else []
 
 
@@ -110,11 +117,13 @@ def video_actions(
     path: str | Path,
     annotate_to: Path | None = None,
     fit: str = DEFAULT_FIT,
+    frame_stride: int = 1,
 ) -> dict:
     """{"path", "num_frames", "actions"} of one video, streamed a chunk at a time (memory does not grow
-    with its length) and fitted to the LAM's resolution by `fit`; with `annotate_to`, the frames with their
-    actions stamped are written as they settle."""
-    stream = ActionStream(model, fit=fit)
+    with its length) and fitted to the LAM's resolution by `fit`; the LAM reads every `frame_stride`-th frame, so
+    action i is the transition from frame i*s to (i+1)*s. With `annotate_to`, the frames it read, with their
+    actions stamped, are written as they settle. Raises VideoError for a video too short for one action."""
+    stream = ActionStream(model, fit=fit, frame_stride=frame_stride)
     resolution = model.cfg.resolution
     scale = max(1, 256 // max(frame_size(resolution)))
     actions: list[int] = []
@@ -133,12 +142,14 @@ def video_actions(
     writer = VideoWriter(annotate_to, fps=5, lossless=False) if annotate_to is not None else None
     try:
         for frames in iter_video(path, resolution=resolution, progress=True, fit=fit):
+            read = frames[(-stream.count) % frame_stride :: frame_stride]  # the frames the LAM reads of this chunk
             actions += stream.push(frames)
             if writer is not None:
-                waiting.append(frames)
+                waiting.append(read)
                 stamp(writer)
-        if stream.count < 2:
-            raise VideoError(f"{path}: only {stream.count} frame, at least 2 are needed for an action")
+        if stream.read < 2:
+            need = frame_stride + 1
+            raise VideoError(f"{path}: only {stream.count} frames, at least {need} are needed for an action")
         actions += stream.finish()
         if writer is not None:
             stamp(writer, final=True)
@@ -154,7 +165,9 @@ def infer_actions_command(
     out: str | Path,
     annotate: str | Path | None = None,
 ) -> dict:
-    """Write {"model", "num_actions", "videos": [{"path", "num_frames", "actions"}]} to `out` as JSON.
+    """Write {"model", "num_actions", "frame_stride", "videos": [{"path", "num_frames", "actions"}]} to `out` as JSON
+    (action i of a video: its transition from frame i*frame_stride to (i+1)*frame_stride, the stride the LAM
+    trained with).
 
     Unreadable videos are skipped with one line each; if any was skipped the command still writes the
     others, then fails with a one-line summary (non-zero exit).
@@ -162,6 +175,7 @@ def infer_actions_command(
     ckpt = load_checkpoint(model_path)
     model = load_stage_model(model_path, "lam", LAMConfig, LatentActionModel, label="LAM", ckpt=ckpt)
     fit = recorded_fit(ckpt)  # frames of another aspect are fitted as the LAM's training frames were
+    stride = recorded_stride(ckpt)  # and read as far apart
     del ckpt
     annotate_to = Path(annotate) if annotate else None
     if annotate_to is not None and annotate_to.suffix.lower() not in (".mp4", ".gif", ".mkv", ".avi"):
@@ -170,7 +184,7 @@ def infer_actions_command(
     for index, path in enumerate(videos):
         target = annotated_path(annotate_to, index, len(videos)) if annotate_to is not None else None
         try:
-            results.append(video_actions(model, path, target, fit=fit))
+            results.append(video_actions(model, path, target, fit=fit, frame_stride=stride))
         except VideoError as e:
             if len(videos) == 1:
                 raise
@@ -179,7 +193,7 @@ def infer_actions_command(
             continue
         if target is not None:
             log.info("annotated video: %s", target)
-    report = {"model": str(model_path), "num_actions": model.cfg.num_actions, "videos": results}
+    report = {"model": str(model_path), "num_actions": model.cfg.num_actions, "frame_stride": stride, "videos": results}
     if failed:
         report["failed"] = failed
     out = Path(out)

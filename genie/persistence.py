@@ -37,6 +37,7 @@ from genie.data.clips import VideoClips
 from genie.data.heldout import select_videos
 from genie.data.video import write_gif
 from genie.models.pixels import video_to_float
+from genie.models.world import span_frames
 
 MOTION_WINDOW = 16
 STATISTICS = ("contrast", "roughness", "motion", "flicker", "blockiness")
@@ -231,8 +232,9 @@ def persistence_command(world, data_dir, split: str, out: Path, steps: int = 100
     32 real clips of it; writes <out>.persistence.json, .png (the plot) and .gif (the first 200 frames)."""
 
     length = min(MOTION_WINDOW * 2, 32)
-    videos, _ = select_videos(data_dir, split, length, world.meta.get("training"), progress=False)
-    clips = VideoClips(videos, length, world.resolution, max_clips=32, fit=world.fit)
+    stride = world.frame_stride
+    videos, _ = select_videos(data_dir, split, span_frames(length, stride), world.meta.get("training"), progress=False)
+    clips = VideoClips(videos, length, world.resolution, stride, max_clips=32, fit=world.fit)
     real = [video_to_float(clips[i]["video"][None])[0] for i in range(len(clips))]
     bounds = reference_bounds(real, world.tokenizer.cfg.patch)
     prompt = clips[0]["video"][:1].numpy()

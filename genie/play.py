@@ -36,7 +36,7 @@ import numpy as np
 from genie.config import ConfigError
 from genie.data.actions import ActionMap
 from genie.data.video import read_frames, write_video
-from genie.models.world import ActionError, WorldModel, resolve_device
+from genie.models.world import ActionError, WorldModel, resolve_device, span_frames, step_frames
 from genie.rollout import upscale
 
 log = logging.getLogger(__name__)
@@ -462,9 +462,9 @@ def play_command(args) -> None:
     prompt = None
     if args.prompt:
         # the first frames of a video: the world keeps at most max_frames - 1 of them as context
-        prompt = read_frames(
-            args.prompt, resolution=world.resolution, max_frames=world.dynamics.cfg.max_frames - 1, fit=world.fit
-        )
+        span = span_frames(world.dynamics.cfg.max_frames - 1, world.frame_stride)  # frames one world step apart
+        prompt = read_frames(args.prompt, resolution=world.resolution, max_frames=span, fit=world.fit)
+        prompt = step_frames(prompt, world.frame_stride)
     elif world.prompt is None:
         raise ConfigError(f"{args.model} holds no sample prompt: pass --prompt VIDEO|IMAGE")
     server = make_server(

@@ -10,7 +10,7 @@ from genie.data.actions import ActionMap
 from genie.data.video import read_frames, write_video
 from genie.inference import infer_actions
 from genie.models.pixels import float_to_video
-from genie.models.world import ActionError, WorldModel, resolve_device
+from genie.models.world import ActionError, WorldModel, resolve_device, span_frames, step_frames
 
 ACTIONS_FORM = "comma-separated latent action ids such as 0,3,3,1"
 
@@ -97,9 +97,10 @@ def rollout_command(args) -> None:
         args.steps, args.temperature, args.slide, getattr(args, "guidance", None)
     )  # a bad value is a ConfigError
     # a plain rollout needs only the prompt's last frames: read_frames keeps no more than those in memory
-    clip = read_frames(
-        args.prompt, resolution=world.resolution, last=None if args.compare else args.prompt_frames, fit=world.fit
-    )
+    # a world trained every frame_stride-th frame steps that many video frames: its prompt frames are as far apart
+    last = None if args.compare else span_frames(args.prompt_frames, world.frame_stride)
+    clip = read_frames(args.prompt, resolution=world.resolution, last=last, fit=world.fit)
+    clip = step_frames(clip, world.frame_stride, end=not args.compare)
     if args.compare:
         if len(clip) < args.prompt_frames + 1:
             raise ConfigError(

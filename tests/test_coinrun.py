@@ -47,15 +47,20 @@ def test_the_shipped_bundle_is_small_and_records_its_training(world):
     assert world.meta["action_names"][1] == "LEFT" and world.meta["action_names"][7] == "RIGHT"
 
 
-def test_the_shipped_bundle_was_written_with_the_old_names_and_loads_them(world):
-    # written before issue 16's renames: the tokenizer's `quantizer` (now `vq`), the LAM's `head` (now `to_pixels`)
-    # and the tokenizer's `beta` (now `vq_beta`); tests/test_old_names.py checks the outputs are unchanged
+def test_a_bundle_saved_under_the_old_weight_names_is_a_one_line_error(tmp_path):
+    # the compatibility layer for issue 16's renames is gone (issue 24): the shipped bundle was re-saved under the
+    # current names, and a file still using the old ones (the tokenizer's `quantizer`, now `vq`) is refused in
+    # one line naming the file and the key
+    from genie.models.checkpoint import RunError
+
     raw = torch.load(BUNDLE, map_location="cpu", weights_only=True)
-    tokenizer, lam = raw["tokenizer"], raw["lam"]
-    assert "quantizer.codebook" in tokenizer["state_dict"] and "head.weight" in lam["state_dict"]
-    assert torch.equal(world.tokenizer.vq.codebook, tokenizer["state_dict"]["quantizer.codebook"])
-    assert torch.equal(world.lam.to_pixels.weight, lam["state_dict"]["head.weight"])
-    assert world.tokenizer.cfg.vq_beta == tokenizer["config"]["beta"]
+    assert not any(k.startswith("quantizer.") for k in raw["tokenizer"]["state_dict"])
+    state = raw["tokenizer"]["state_dict"]
+    raw["tokenizer"]["state_dict"] = {k.replace("vq.", "quantizer.", 1): v for k, v in state.items()}
+    torch.save(raw, tmp_path / "old.pt")
+    with pytest.raises(RunError, match=r"old.pt: its tokenizer weights do not fit .*unexpected 'quantizer\.") as e:
+        WorldModel.load(tmp_path / "old.pt")
+    assert "\n" not in str(e.value)
 
 
 def test_plays_with_named_actions(world):

@@ -236,6 +236,19 @@ def test_server_from_a_saved_bundle_and_an_image_prompt(tmp_path):
         server.server_close()
 
 
+def test_a_bundle_keeps_its_frame_stride_and_prompts_are_read_that_far_apart(tmp_path):
+    from genie.models.world import span_frames, step_frames
+
+    world = tiny_world()
+    world.frame_stride = 3
+    loaded = WorldModel.load(world.save(tmp_path / "w.pt"))
+    assert loaded.frame_stride == 3 and tiny_world().frame_stride == 1
+    frames = np.arange(10)
+    assert step_frames(frames, 3).tolist() == [0, 3, 6, 9]
+    assert step_frames(frames[:9], 3, end=True).tolist() == [2, 5, 8]  # a prompt ends at its newest frame
+    assert span_frames(4, 3) == 10 and step_frames(frames, 1) is frames
+
+
 def test_play_without_any_prompt_is_a_clear_error(tmp_path):
     path = tiny_world(prompt=None).save(tmp_path / "w.pt")
     args = argparse.Namespace(

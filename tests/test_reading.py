@@ -293,6 +293,24 @@ def test_streamed_actions_equal_the_whole_video_windows(length):
         assert got + stream.finish() == expected, chunk
 
 
+@pytest.mark.parametrize("stride", [2, 3])
+def test_streamed_actions_with_a_frame_stride_read_every_strideth_frame(stride):
+    # a LAM trained on data.frame_stride S reads frames 0, S, 2S, ... of a stream, however it is chunked
+    torch.manual_seed(0)
+    model = tiny_lam(resolution=16, max_frames=6).eval()
+    video = np.random.default_rng(stride).integers(0, 256, (29, 16, 16, 3), dtype=np.uint8)
+    expected = infer_actions(model, video[::stride])
+    assert len(expected) == (29 - 1) // stride
+    for chunk in (1, 4, 5):
+        stream = ActionStream(model, batch_size=2, frame_stride=stride)
+        got = [a for s in range(0, 29, chunk) for a in stream.push(video[s : s + chunk])] + stream.finish()
+        assert got == expected, chunk
+    short = ActionStream(model, frame_stride=stride)
+    short.push(video[:stride])  # one frame read: no transition yet
+    with pytest.raises(ValueError, match=f"at least {stride + 1} frames"):
+        short.finish()
+
+
 def test_reading_memory_follows_the_chunk_not_the_video(tmp_path, monkeypatch):
     frames = np.random.default_rng(0).integers(0, 256, (8, 240, 320, 3), dtype=np.uint8)
     video = encode(

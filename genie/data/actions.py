@@ -492,7 +492,7 @@ def action_scores(
         raise ValueError(f"split_by must be 'episode' or 'transition', got {split_by!r}")
     stored = ActionMap.from_meta(getattr(world, "meta", None))
     if frame_stride is None:
-        frame_stride = stored.frame_stride if stored is not None else 1
+        frame_stride = stored.frame_stride if stored is not None else getattr(world, "frame_stride", 1)
     videos = (
         usable_videos(data, min_frames=frame_stride + 1, progress=progress)
         if isinstance(data, (str, Path))

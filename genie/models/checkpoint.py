@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from genie.config import current_keys, from_dict
-from genie.models.resolution import LEGACY_FIT
+from genie.config import from_dict
+from genie.models.resolution import DEFAULT_FIT
 
 
 class RunError(RuntimeError):
@@ -80,45 +80,27 @@ def model_state(ckpt: dict, prefix: str = "model.") -> dict[str, torch.Tensor]:
 
 
 def dataclass_from(cls: type, values: dict) -> Any:
-    """Rebuild a (nested) config dataclass from a checkpoint's plain dict (a field saved under its old name, e.g. a
-    tokenizer's `beta`, is read as the field it became: `genie.config.current_keys`)."""
+    """Rebuild a (nested) config dataclass from a checkpoint's plain dict."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return from_dict(cls, {k: v for k, v in current_keys(cls, values).items() if k in names})
-
-
-# ------------------------------------------------------------------------------------ renamed weights
-
-
-def rename_old_keys(state_dict: dict, old_names: dict[str, str], prefix: str = "") -> None:
-    """Rename, in place, the keys of `state_dict` under `prefix` whose first part is an old submodule name
-    (`old_names`: old -> new), e.g. "model.quantizer.codebook" -> "model.vq.codebook" for prefix "model.";
-    the rest of the key is kept. A key already under the new name is left alone."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        first, dot, rest = key[len(prefix) :].partition(".")
-        if dot and first in old_names:
-            state_dict[prefix + old_names[first] + "." + rest] = state_dict.pop(key)
-
-
-class RenamedSubmodules(nn.Module):
-    """A model some of whose submodules were renamed (issue 16: one name per concept across the stages):
-    `old_names` (old attribute name -> new) lets weights saved under the old names load into it, by every path
-    (bundles, stage checkpoints, a Lightning resume of a module holding it under any prefix), because torch
-    hands each module its part of the state dict here before loading it."""
-
-    old_names: dict[str, str] = {}
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        rename_old_keys(state_dict, self.old_names, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    return from_dict(cls, {k: v for k, v in values.items() if k in names})
 
 
 def recorded_fit(ckpt: dict) -> str:
     """How the frames a model was trained on were fitted to its resolution (data.fit), from a loaded world-model
-    bundle or stage checkpoint; "resize" for files written before data.fit existed (they were squashed)."""
+    bundle or stage checkpoint (DEFAULT_FIT where none is recorded)."""
     if ckpt.get("format") == "genie-bundle":
-        return (ckpt.get("frames") or {}).get("fit", LEGACY_FIT)
+        return (ckpt.get("frames") or {}).get("fit", DEFAULT_FIT)
     config = (ckpt.get("hyper_parameters") or {}).get("config") or {}
-    return (config.get("data") or {}).get("fit", LEGACY_FIT)
+    return (config.get("data") or {}).get("fit", DEFAULT_FIT)
+
+
+def recorded_stride(ckpt: dict) -> int:
+    """Video frames a step of the model spans (data.frame_stride of its training data), from a loaded world-model
+    bundle or stage checkpoint; 1 where none is recorded."""
+    if ckpt.get("format") == "genie-bundle":
+        return int((ckpt.get("frames") or {}).get("stride", 1))
+    config = (ckpt.get("hyper_parameters") or {}).get("config") or {}
+    return int((config.get("data") or {}).get("frame_stride", 1))
 
 
 def load_stage_model(
@@ -136,10 +118,24 @@ def load_stage_model(
     else:
         config, state = expect_stage(ckpt, stage, path)["model"], model_state(ckpt)
     model = model_cls(dataclass_from(config_cls, config))
+    load_weights(model, state, path, label)
+    return model.eval()
+
+
+def load_weights(model: nn.Module, state: dict, path: str | Path, label: str) -> None:
+    """`model.load_state_dict(state)`, strict; a one-line RunError naming `path` and the first mismatched key
+    when the weights do not fit the model (another config, or a file written before a weight was renamed)."""
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
+    except RuntimeError:
+        expected, given = set(model.state_dict()), set(state)
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        what = (
+            f"missing {missing[0]!r}" + (f", unexpected {unexpected[0]!r}" if unexpected else "")
+            if missing or unexpected
+            else "tensor shapes differ"
+        )
         raise RunError(
-            f"{path}: weights do not fit its {label} config ({str(e).strip().splitlines()[0][:200]})"
+            f"{path}: its {label} weights do not fit this version's {label} ({what}; "
+            f"{len(missing)} missing, {len(unexpected)} unexpected); retrain it, or use the genie version that wrote it"
         ) from None
-    return model.eval()

@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from genie.models.blocks import PatchEmbed, STConfig, STTransformer, unpatchify
-from genie.models.checkpoint import RenamedSubmodules, load_stage_model
+from genie.models.checkpoint import load_stage_model
 from genie.models.quantize import VectorQuantizer
 from genie.models.resolution import Resolution, canonical_resolution, patch_grid
 
@@ -93,10 +93,7 @@ class LAMConfig:
             raise ValueError(f"decoder_context must be 'history' or 'frame', got {self.decoder_context!r}")
 
 
-class LatentActionModel(RenamedSubmodules):
-    # submodules renamed since checkpoints were first written, one name per concept with the tokenizer (old -> new)
-    old_names = {"head": "to_pixels"}
-
+class LatentActionModel(nn.Module):
     def __init__(self, cfg: LAMConfig):
         super().__init__()
         self.cfg = cfg

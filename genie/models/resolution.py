@@ -21,7 +21,6 @@ Resolution = int | tuple[int, int]  # the type of a `resolution` config field
 
 FITS = ("crop", "pad", "resize")
 DEFAULT_FIT = "crop"
-LEGACY_FIT = "resize"  # bundles written before `fit` existed were trained on resized (squashed) frames
 
 
 def frame_size(resolution) -> tuple[int, int]:

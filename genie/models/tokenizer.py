@@ -16,13 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 from torch import nn
 
 from genie.models.blocks import PatchEmbed, STConfig, STTransformer, frames_to_keep, unpatchify
-from genie.models.checkpoint import RenamedSubmodules, load_stage_model
+from genie.models.checkpoint import load_stage_model
 from genie.models.quantize import VectorQuantizer
 from genie.models.resolution import Resolution, canonical_resolution, frame_size, grid_value, patch_grid
 
@@ -63,18 +62,11 @@ class TokenizerConfig:
     """decay of the code-usage average: a fast average lets the first restart (step `restart_every`) revive the
     codes that the freshly initialised encoder never picks; with 0.99 nothing counts as dead before step ~350"""
 
-    # fields renamed since configs were first saved (config files, config.yaml, checkpoints and bundles say the old
-    # name): old -> new, read by genie.config.current_keys
-    old_keys: ClassVar[dict[str, str]] = {"beta": "vq_beta"}
-
     def __post_init__(self):
         self.resolution = canonical_resolution(self.resolution, "tokenizer resolution")
 
 
-class VideoTokenizer(RenamedSubmodules):
-    # submodules renamed since checkpoints were first written, one name per concept with the LAM (old -> new)
-    old_names = {"quantizer": "vq"}
-
+class VideoTokenizer(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         self.cfg = cfg

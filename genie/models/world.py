@@ -2,9 +2,9 @@
 
 A bundle is a torch file holding only tensors and plain data, so it loads with `weights_only=True`:
 {"format": "genie-bundle", "version": 1, "tokenizer" | "lam" | "dynamics": {"config", "state_dict"},
-"sampling": {...}, "frames": {"resolution": [H, W], "fit": "crop" | "pad" | "resize"} (the frame size and how
-frames of another aspect ratio are fitted to it: what the training data got; version 2, a version-1 bundle
-has neither and loads as its tokenizer's resolution with "resize", what it trained on),
+"sampling": {...}, "frames": {"resolution": [H, W], "fit": "crop" | "pad" | "resize", "stride": S} (the frame size,
+how frames of another aspect ratio are fitted to it, and how many video frames one world step spans: what the
+training data got, data.fit and data.frame_stride; a bundle without "stride" steps one frame at a time),
 "prompt": uint8 (T, H, W, 3) sample prompt frames, "meta": {...} plain data about the
 model: "training" (the data it was trained on, genie/evaluate.py reads it to keep scores on held-out files)
 and, where the training folder had true actions, the game's action names and the latent-to-true mapping}.
@@ -25,11 +25,11 @@ from einops import rearrange
 from torch import nn
 
 from genie.config import ConfigError
-from genie.models.checkpoint import RunError, dataclass_from, load_checkpoint
+from genie.models.checkpoint import RunError, dataclass_from, load_checkpoint, load_weights
 from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.models.lam import LAMConfig, LatentActionModel
 from genie.models.pixels import fit_frames, float_to_video, video_to_float
-from genie.models.resolution import DEFAULT_FIT, LEGACY_FIT, check_fit, frame_size
+from genie.models.resolution import DEFAULT_FIT, check_fit, frame_size
 from genie.models.sampling import RolloutState, check_slide
 from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
 
@@ -59,6 +59,19 @@ def is_bundle(obj) -> bool:
     return isinstance(obj, dict) and obj.get("format") == BUNDLE_FORMAT
 
 
+def step_frames(frames, stride: int, end: bool = False):
+    """The frames of a video (T, ...) one world step apart: every `stride`-th from the first, or with `end` the
+    ones ending at the last frame (a prompt's newest frame is the one the world continues from)."""
+    if stride == 1:
+        return frames
+    return frames[(len(frames) - 1) % stride :: stride] if end else frames[::stride]
+
+
+def span_frames(steps: int, stride: int) -> int:
+    """Video frames that `steps` frames one world step apart take: (steps - 1) * stride + 1."""
+    return (steps - 1) * stride + 1
+
+
 class WorldModel(nn.Module):
     def __init__(
         self,
@@ -71,15 +84,21 @@ class WorldModel(nn.Module):
         slide: int | None = None,
         meta: dict | None = None,
         fit: str = DEFAULT_FIT,
+        frame_stride: int = 1,
     ):
         """`fit`: how frames of another aspect ratio are fitted to the model's resolution
-        (genie.models.pixels.fit_frames); pass the data.fit the models were trained with."""
+        (genie.models.pixels.fit_frames); pass the data.fit the models were trained with. `frame_stride`: video
+        frames one step spans (the data.frame_stride they were trained with); real videos are read every
+        `frame_stride`-th frame to prompt or score the world (`step_frames`)."""
         super().__init__()
         self.meta = dict(meta or {})  # plain data saved in the bundle (see the module docstring)
         self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
         self.resolution = tokenizer.cfg.resolution  # int (square) or (H, W), as the configs hold it
         self.frame_size = frame_size(self.resolution)  # (H, W)
         self.fit = check_fit(fit, "fit")
+        if int(frame_stride) < 1:
+            raise ValueError(f"frame_stride must be at least 1, got {frame_stride}")
+        self.frame_stride = int(frame_stride)
         self.num_actions = dynamics.cfg.num_actions
         self.prompt = prompt
         self.steps = steps or dynamics.cfg.maskgit_steps
@@ -103,7 +122,7 @@ class WorldModel(nn.Module):
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "sampling": {"steps": self.steps, "temperature": self.temperature, "slide": self.slide},
-            "frames": {"resolution": list(self.frame_size), "fit": self.fit},
+            "frames": {"resolution": list(self.frame_size), "fit": self.fit, "stride": self.frame_stride},
         }
         for name in ("tokenizer", "lam", "dynamics"):
             model = getattr(self, name)
@@ -138,11 +157,14 @@ class WorldModel(nn.Module):
             ("dynamics", DynamicsConfig, DynamicsModel),
         ):
             model = model_cls(dataclass_from(config_cls, bundle[name]["config"]))
-            model.load_state_dict(bundle[name]["state_dict"])
+            load_weights(model, bundle[name]["state_dict"], path, name)
             models[name] = model
         prompt = bundle["prompt"].numpy() if "prompt" in bundle else None
-        fit = (bundle.get("frames") or {}).get("fit", LEGACY_FIT)
-        world = cls(**models, prompt=prompt, meta=bundle.get("meta"), fit=fit, **bundle.get("sampling", {}))
+        frames = bundle.get("frames") or {}
+        fit, stride = frames.get("fit", DEFAULT_FIT), int(frames.get("stride", 1))
+        world = cls(
+            **models, prompt=prompt, meta=bundle.get("meta"), fit=fit, frame_stride=stride, **bundle.get("sampling", {})
+        )
         return world.to(resolve_device(device))
 
     def set_sampling(

@@ -128,4 +128,7 @@ def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path
     else:
         videos, action_cfg = datamodule.train_set.videos, dynamics_cfg.data
     meta.update(action_meta(lam, videos, action_cfg) if videos else {})
-    return WorldModel(tokenizer, lam, dynamics, prompt=prompt, meta=meta, fit=dynamics_cfg.data.fit).save(out)
+    data = dynamics_cfg.data
+    return WorldModel(
+        tokenizer, lam, dynamics, prompt=prompt, meta=meta, fit=data.fit, frame_stride=data.frame_stride
+    ).save(out)

@@ -9,7 +9,6 @@ config differs is refused rather than silently mixed.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import math
@@ -26,7 +25,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from genie.config import TrainConfig, current_keys, to_dict
+from genie.config import TrainConfig, to_dict
 from genie.data.ranks import is_launch_rank_zero
 from genie.data.video import write_gif, write_image
 from genie.models.checkpoint import RunError, load_checkpoint, refused, stage_of
@@ -43,10 +42,7 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
     if run_dir.exists() and overwrite and is_launch_rank_zero():  # the other ranks must not delete what rank 0 made
         shutil.rmtree(run_dir)
     elif last.is_file() and saved.is_file():
-        # a config.yaml saved before a field was renamed names it the old way (genie.config.current_keys)
-        old = current_keys(type(config), yaml.safe_load(saved.read_text()) or {})
-        # a field added to the model config since that run was saved takes its default there
-        old_model = {**_model_defaults(config), **(old.get("model") or {})}
+        old_model = (yaml.safe_load(saved.read_text()) or {}).get("model") or {}
         # compared as YAML reads them back (a tuple such as a rectangular resolution is saved as a list)
         if old_model != (yaml.safe_load(yaml.safe_dump(new.get("model"))) or {}):
             raise RunError(
@@ -56,14 +52,6 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(new, sort_keys=False))
     return last if last.is_file() else None
-
-
-def _model_defaults(config: Any) -> dict:
-    """`config.model`'s class at its defaults, as YAML reads it back. Filling a field missing from an old run's
-    config.yaml with its default is right only while each new field's default keeps the behaviour the run was
-    trained with (so a new model option must default to "off")."""
-    model = getattr(config, "model", None)
-    return yaml.safe_load(yaml.safe_dump(to_dict(type(model)()))) if dataclasses.is_dataclass(model) else {}
 
 
 # ------------------------------------------------------------------------------------------ trainer
