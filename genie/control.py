@@ -190,7 +190,7 @@ def fidelity(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _name_index(names: list[str], name: str) -> int | None:
-    from genie.data.actions import NAME_ALIASES
+    from genie.models.actionmap import NAME_ALIASES
 
     lower = [n.lower() for n in names]
     for candidate in (name, *NAME_ALIASES.get(name, ())):
@@ -341,11 +341,11 @@ def real_transitions(
     """Read `videos` (genie.data.VideoInfo each) at `resolution`, every `frame_stride`-th frame (one world step):
     (RealTransitions of all their transitions, list of uint8 frame arrays (T, H, W, 3), one a video).
     `codes_of(frames uint8 (T, H, W, 3))` -> the latent code of each transition, int (T-1,). A transition's true
-    label is -1 where the `frame_stride` actions it spans differ (genie.data.actions.strided_labels)."""
+    label is -1 where the `frame_stride` actions it spans differ (genie.data.labels.strided_labels)."""
     from tqdm import tqdm
 
-    from genie.data.actions import strided_labels
     from genie.data.clips import load_actions
+    from genie.data.labels import strided_labels
     from genie.data.video import read_video
 
     parts, clips = [], []
@@ -410,8 +410,9 @@ def evaluate_control(
 ) -> dict:
     """The control measure of `world` on held-out `videos` of `data_dir`: `control_scores` with the world's LAM
     coding the real transitions and its bundle's action map naming the keys."""
-    from genie.data.actions import ActionMap, encode_episode
+    from genie.data.labels import encode_episode
     from genie.evaluate import is_sprite_world
+    from genie.models.actionmap import ActionMap
     from genie.models.resolution import DEFAULT_FIT
 
     sprites = is_sprite_world(data_dir)
@@ -431,7 +432,7 @@ def evaluate_control(
     action_map = ActionMap.from_meta(world.meta)
     names = action_map.names if action_map is not None else None
     if names is None:
-        from genie.data.actions import dataset_action_names
+        from genie.data.labels import dataset_action_names
 
         names = dataset_action_names(data_dir)
     bounds = sprite_bounds(data_dir, prompts.shape[1:3]) if sprites else None
@@ -444,8 +445,8 @@ def motion_by_action(data_dir, resolution=64, max_videos: int = 64, min_motion: 
     its transitions whose motion goes each way by at least `min_motion` pixels ("left" = the measured motion
     points left: for a scene, content shifting left, which is the camera following the player right).
     Raises ValueError for a folder without action names or sidecars."""
-    from genie.data.actions import dataset_action_names
     from genie.data.clips import usable_videos
+    from genie.data.labels import dataset_action_names
     from genie.evaluate import is_sprite_world
 
     names = dataset_action_names(data_dir)

@@ -15,7 +15,7 @@ clip by clip: its interval says whether the model beats standing still); on the 
 `player_pos_error@k` (pixels, clips where the player is still drawn), `player_present@k` and
 `player_within_2px@k` (fractions of clips). Without intervals: `codebook_usage`, `codebook_perplexity`,
 `lam_codebook_*`, and with ground-truth sidecars `action_nmi`, `action_probe_acc`, `idm_ceiling_acc` and
-the action-map scores of genie.data.actions.action_scores.
+the action-map scores of genie.scoring.action_scores.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import torch
 
 from genie.config import ConfigError
 from genie.control import KEY_NAMES
-from genie.data.actions import action_scores
 from genie.data.clips import VideoClips
 from genie.data.heldout import select_videos
 from genie.metrics import bootstrap_interval, codebook_stats, player_position, psnr, ssim
@@ -37,6 +36,7 @@ from genie.models.pixels import video_to_float
 from genie.models.resolution import DEFAULT_FIT
 from genie.models.world import WorldModel, resolve_device, span_frames
 from genie.persistence import persistence_command
+from genie.scoring import action_scores
 
 ROLLOUT_KS = (1, 4, 8, 16)
 
@@ -178,7 +178,7 @@ def evaluate(
     truth = torch.cat(truths).flatten().numpy()
     if (truth >= 0).sum() >= 8:
         # the probe, NMI and the inverse-dynamics ceiling on one split of up to 4096 labelled transitions of
-        # the scored files, held-out half by episode (genie/data/actions.py)
+        # the scored files, held-out half by episode (genie/scoring.py)
         metrics.update(action_scores(world, videos, seed=seed, progress=progress))
     if control_frames > 0:
         from genie.control import evaluate_control

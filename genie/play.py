@@ -7,7 +7,7 @@ a lock serialises the model, so a second tab shares (and races for) the same wor
     GET  /              the page                      POST /step   {"action": 2} -> frame metadata
     GET  /info          JSON: num_actions, ...        POST /reset  {"seed": 0}   -> frame metadata
 
-A bundle trained on labelled data names its latent actions (genie/data/actions.py): /info then gives each code's
+A bundle trained on labelled data names its latent actions (genie/models/actionmap.py): /info then gives each code's
 name and the codes the arrow keys and space stand for, and /step also takes a name ({"action": "right"}).
     GET  /events        SSE: the newest frame, as it is generated (PNG data URL in JSON)
     GET  /frame.png     the newest frame              GET  /video.mp4  the session so far
@@ -34,8 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from genie.config import ConfigError
-from genie.data.actions import ActionMap
 from genie.data.video import read_frames, write_video
+from genie.models.actionmap import ActionMap
 from genie.models.world import ActionError, WorldModel, resolve_device, span_frames, step_frames
 from genie.rollout import upscale
 

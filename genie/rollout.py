@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from genie.config import ConfigError
-from genie.data.actions import ActionMap
 from genie.data.video import read_frames, write_video
 from genie.inference import infer_actions
+from genie.models.actionmap import ActionMap
 from genie.models.pixels import float_to_video
 from genie.models.world import ActionError, WorldModel, resolve_device, span_frames, step_frames
 
@@ -18,7 +18,7 @@ ACTIONS_FORM = "comma-separated latent action ids such as 0,3,3,1"
 def parse_actions(args, num_actions: int, action_map=None) -> list[int]:
     """--actions 0,3,3,1 | --random N | --repeat A:N -> a list of latent action ids, each checked.
 
-    With an `action_map` (genie.data.actions.ActionMap, a bundle trained on labelled data) --actions also takes
+    With an `action_map` (genie.models.actionmap.ActionMap, a bundle trained on labelled data) --actions also takes
     the game's action names (right,right,jump), each turned into the latent code that means it.
     """
     rng = np.random.default_rng(args.seed)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from genie.control import named_keys
-from genie.data.actions import ActionMap
 from genie.data.video import contact_sheet, read_video, write_image, write_video
 from genie.metrics import player_position
+from genie.models.actionmap import ActionMap
 from genie.models.world import WorldModel
 
 

@@ -8,7 +8,7 @@ the player right).
 
 --frame-stride: the step between the frames of a transition; default the LAM's training data.frame_stride.
 
-It reads the folder's sidecars (true actions) only to score; the LAM never sees them (genie/data/actions.py).
+It reads the folder's sidecars (true actions) only to score; the LAM never sees them (genie/data/labels.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from genie.control import transition_motion
-from genie.data.actions import dataset_action_names, read_labelled
 from genie.data.clips import usable_videos
+from genie.data.labels import dataset_action_names, read_labelled
 from genie.evaluate import is_sprite_world
 from genie.models.checkpoint import load_checkpoint
 from genie.models.lam import load_lam

@@ -1,5 +1,5 @@
 """How well a LAM's latent actions name a folder's true actions, beside a supervised inverse-dynamics ceiling:
-genie.data.actions.action_scores for a LAM alone (a run folder, .ckpt or bundle), so LAM variants can be compared
+genie.scoring.action_scores for a LAM alone (a run folder, .ckpt or bundle), so LAM variants can be compared
 on held-out episodes without training a dynamics model first.
 
     python scripts/lam_scores.py runs/coinrun-cpu/lam data/coinrun-cpu-heldout [--frame-stride 1] [--seed 0] [--out F]
@@ -13,9 +13,9 @@ import json
 import sys
 from types import SimpleNamespace
 
-from genie.data.actions import action_scores
 from genie.data.clips import DataError
 from genie.models.lam import load_lam
+from genie.scoring import action_scores
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("lam", help="LAM run folder, stage checkpoint or world-model bundle")

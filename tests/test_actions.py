@@ -11,12 +11,14 @@ import torch
 from test_play import tiny_world
 
 from genie.config import ConfigError, DataConfig
-from genie.data.actions import ActionMap, action_meta, action_scores, held_out_split, idm_ceiling_acc, strided_labels
 from genie.data.clips import usable_videos
+from genie.data.labels import action_meta, strided_labels
 from genie.data.sprites import ACTION_NAMES, SpriteWorldConfig, sample_episode
 from genie.metrics import linear_probe_accuracy
+from genie.models.actionmap import ActionMap
 from genie.models.world import ActionError, WorldModel
 from genie.rollout import parse_actions
+from genie.scoring import action_scores, held_out_split, idm_ceiling_acc
 
 PROCGEN_NAMES = [
     "LEFT+DOWN",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genie import WorldModel
-from genie.data.actions import ActionMap
+from genie.models.actionmap import ActionMap
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "coinrun-cpu.pt"
 # Bars under the shipped model's figures on 8 clips of 4 held-out episodes, measured for procgen seeds 7-10

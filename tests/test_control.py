@@ -20,8 +20,8 @@ from genie.control import (
     scene_shift,
     transition_motion,
 )
-from genie.data.actions import ActionMap
 from genie.data.sprites import ACTION_NAMES, SpriteGame, SpriteWorldConfig, sample_episode
+from genie.models.actionmap import ActionMap
 
 CFG = SpriteWorldConfig()
 BOUNDS = ((2.5, 2.5), (28.5, 28.5))  # the 6-pixel player's centroid range in the 32-pixel world

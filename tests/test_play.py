@@ -17,8 +17,8 @@ import tiny
 import torch
 
 from genie.config import ConfigError
-from genie.data.actions import ActionMap
 from genie.data.video import read_frames, read_video, write_image
+from genie.models.actionmap import ActionMap
 from genie.models.pixels import float_to_video
 from genie.models.world import WorldModel
 from genie.play import make_server, play_command

@@ -9,7 +9,7 @@ import pytest
 
 from genie import WorldModel
 from genie.data import sprites
-from genie.data.actions import ActionMap
+from genie.models.actionmap import ActionMap
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "sprites-world.pt"
 # Measured on 8 held-out episodes (8 prompts, each key held 10 frames) of sprite seeds 1, 2, 3 (2-core AMD EPYC):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genie.config import ConfigError, build_config, deep_merge, load_yaml, parse_overrides
-from genie.data.actions import action_meta
 from genie.data.datamodule import VideoDataModule
 from genie.data.heldout import training_record
+from genie.data.labels import action_meta
 from genie.models.checkpoint import dataclass_from, expect_stage, load_checkpoint, model_state
 from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.models.lam import load_lam
