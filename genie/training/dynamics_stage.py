@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from einops import rearrange
 
-from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, to_dict
+from genie.config import ConfigError, DataConfig, TrainConfig, follow_data
 from genie.data.datamodule import VideoDataModule
 from genie.data.ranks import local_rank
 from genie.data.token_cache import TokenDataModule
@@ -21,7 +20,7 @@ from genie.models.pixels import float_to_video, video_to_float
 from genie.models.resolution import format_resolution, frame_size, same_frame_size
 from genie.models.sampling import rollout_video
 from genie.models.tokenizer import VideoTokenizer, load_tokenizer
-from genie.training.trainer import SampleLogger, configure_adamw, precision_for
+from genie.training.trainer import StageModule, precision_for
 
 
 @dataclass
@@ -84,11 +83,10 @@ def dynamics_loss(
     return model.loss(ids, actions)
 
 
-class DynamicsModule(L.LightningModule):
+class DynamicsModule(StageModule):
     stage = "dynamics"
 
     def __init__(self, cfg: DynamicsRunConfig, tokenizer=None, lam=None):
-        super().__init__()
         if tokenizer is None or lam is None:
             tokenizer, lam = load_frozen(cfg)
         # the dynamics model's vocabulary and grid come from the tokenizer, its actions from the LAM (a model
@@ -96,10 +94,9 @@ class DynamicsModule(L.LightningModule):
         follow_data(cfg.model, "num_codes", tokenizer.num_codes, "the tokenizer's num_codes")
         follow_data(cfg.model, "grid", tokenizer.grid, "the tokenizer's grid", same=same_frame_size)
         follow_data(cfg.model, "num_actions", lam.cfg.num_actions, "the LAM's num_actions")
-        self.cfg = cfg
+        super().__init__(cfg)  # after the model config follows the tokenizer and LAM: the checkpoint holds it
         self.tokenizer, self.lam = tokenizer, lam
         self.model = DynamicsModel(cfg.model)
-        self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
 
     @staticmethod
     def make_datamodule(cfg: DynamicsRunConfig, progress: bool = True) -> VideoDataModule:
@@ -108,7 +105,7 @@ class DynamicsModule(L.LightningModule):
         tokenizer and LAM when missing or stale. Raises RunError when those checkpoints cannot be loaded, ConfigError
         when they were trained at another resolution than data.resolution."""
         if not cfg.token_cache:
-            return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
+            return StageModule.make_datamodule(cfg)
         from genie.data.packed import is_packed
 
         if is_packed(cfg.data.dir):
@@ -172,13 +169,6 @@ class DynamicsModule(L.LightningModule):
         for k in (1, 4, 8):
             if k <= len(per_frame):
                 self.log(f"val/rollout_psnr@{k}", per_frame[k - 1], sync_dist=True)
-        trainer = self.trainer
-        if trainer.global_step % max(1, self.cfg.train.sample_every_steps) < self.cfg.train.val_every_steps:
+        if self.sample_due(0):
             real, fake = float_to_video(video[:4]).numpy(), float_to_video(frames[:4]).numpy()
-            SampleLogger(self)(
-                "rollout", np.concatenate([np.concatenate(list(real), 2), np.concatenate(list(fake), 2)], 1)
-            )
-
-    def configure_optimizers(self):
-        """AdamW with warmup and cosine decay from the run's train config (trainer.configure_adamw)."""
-        return configure_adamw(self.model, self.cfg.train)
+            self.samples("rollout", np.concatenate([np.concatenate(list(real), 2), np.concatenate(list(fake), 2)], 1))

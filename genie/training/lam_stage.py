@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, to_dict
-from genie.data.datamodule import VideoDataModule
+from genie.config import ConfigError, DataConfig, TrainConfig, follow_data
 from genie.metrics import code_perplexity, codebook_stats, linear_probe_accuracy, normalized_mutual_info, psnr
 from genie.models.lam import LAMConfig, LatentActionModel
 from genie.models.pixels import float_to_video, video_to_float
 from genie.models.resolution import patch_fix, patch_grid, same_frame_size
-from genie.training.trainer import SampleLogger, configure_adamw
+from genie.training.trainer import StageModule
 
 
 @dataclass
@@ -58,26 +56,13 @@ def lam_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[torch.Tenso
     return recon + vq_loss, {"recon_mse": recon, "vq_loss": vq_loss, "ids": ids}
 
 
-class LAMModule(L.LightningModule):
+class LAMModule(StageModule):
     stage = "lam"
 
     def __init__(self, cfg: LAMRunConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
+        super().__init__(cfg)
         self.model = LatentActionModel(cfg.model)
-        self.samples = SampleLogger(self)
         self._val: dict[str, list] = {}
-        self._sampled_at = -1
-
-    @staticmethod
-    def make_datamodule(cfg: LAMRunConfig) -> VideoDataModule:
-        """The video clips of `cfg.data`, with the frame cache under `cfg.run_dir` when configured."""
-        return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
-
-    def configure_optimizers(self):
-        """AdamW with warmup and cosine decay from the run's train config (trainer.configure_adamw)."""
-        return configure_adamw(self, self.cfg.train)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """The loss of a video batch (uint8 (B, T, H, W, 3)): scalar float tensor; logs train/loss, train/recon_mse,
@@ -116,9 +101,7 @@ class LAMModule(L.LightningModule):
         self._val["ids"].append(ids.flatten().cpu())
         self._val["z"].append(z.flatten(0, 1).float().cpu())
         self._val["actions"].append(batch["actions"].flatten().cpu())
-        every = self.cfg.train.sample_every_steps
-        if batch_idx == 0 and every > 0 and self.global_step // every != self._sampled_at:
-            self._sampled_at = self.global_step // every
+        if self.sample_due(batch_idx):
             self._log_samples(video, pred, pred_random)
 
     def on_validation_epoch_end(self) -> None:

@@ -1,6 +1,7 @@
 """Training the video tokenizer: reconstruction (MSE, optionally + L1) plus the VQ loss.
 
-Training logs `train/loss`, `train/mse`, `train/vq_loss` and `train/frames_per_s`; validation logs `val/recon_psnr`,
+Training logs `train/loss`, `train/mse` and `train/vq_loss` (and every stage Lightning's ThroughputMonitor:
+`train/device/items_per_sec` is frames a second); validation logs `val/recon_psnr`,
 `val/recon_ssim`, `val/codebook_usage` and `val/codebook_perplexity` (over all val ids of the epoch) and, every
 `train.sample_every_steps`, real | reconstructed samples. (Every stage logs under `train/` and `val/`; `genie eval`'s
 metrics.json keeps its own, unprefixed names.)
@@ -8,23 +9,20 @@ metrics.json keeps its own, unprefixed names.)
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, to_dict, user_set
-from genie.data.datamodule import VideoDataModule
+from genie.config import ConfigError, DataConfig, TrainConfig, follow_data, user_set
 from genie.data.video import contact_sheet
 from genie.metrics import code_count_stats, psnr, ssim
 from genie.models.pixels import float_to_video, video_to_float
 from genie.models.resolution import patch_fix, patch_grid, same_frame_size
 from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
-from genie.training.trainer import SampleLogger, configure_adamw
+from genie.training.trainer import StageModule
 
 SAMPLE_CLIPS = 4
 
@@ -76,48 +74,21 @@ def tokenizer_loss(
     return loss, {"mse": mse, "vq_loss": vq_loss}
 
 
-class TokenizerModule(L.LightningModule):
+class TokenizerModule(StageModule):
     stage = "tokenizer"
 
     def __init__(self, cfg: TokenizerRunConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.model = VideoTokenizer(cfg.model)
-        self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
-        self.samples = SampleLogger(self)
-        self._next_sample_step = 0
-        self._tic: tuple[float, int] | None = None
         self.register_buffer("val_code_counts", torch.zeros(cfg.model.num_codes, dtype=torch.long), persistent=False)
 
-    @staticmethod
-    def make_datamodule(cfg: TokenizerRunConfig) -> VideoDataModule:
-        """The video clips of `cfg.data`, with the frame cache under `cfg.run_dir` when configured."""
-        return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
-
-    def configure_optimizers(self):
-        """AdamW with warmup and cosine decay from the run's train config (trainer.configure_adamw)."""
-        return configure_adamw(self.model, self.cfg.train)
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """The loss of a video batch (uint8 (B, T, H, W, 3)): scalar float tensor; logs train/loss, train/mse,
-        train/vq_loss and the training speed (train/frames_per_s)."""
+        """The loss of a video batch (uint8 (B, T, H, W, 3)): scalar float tensor; logs train/loss, train/mse and
+        train/vq_loss."""
         video = video_to_float(batch["video"])  # (B, T, 3, H, W)
         loss, terms = tokenizer_loss(self.model, video, self.cfg.l1_weight)
         self.log_dict({"train/loss": loss, "train/mse": terms["mse"], "train/vq_loss": terms["vq_loss"]})
-        self._log_speed(video.shape[0] * video.shape[1])
         return loss
-
-    def _log_speed(self, frames_per_step: int) -> None:
-        """`train/frames_per_s` over the last `log_every_steps` steps (wall clock, all devices)."""
-        every = self.cfg.train.log_every_steps
-        if (self.global_step + 1) % every:  # the steps at which Lightning writes its logs
-            return
-        now = (time.perf_counter(), self.global_step)
-        if self._tic is not None and now[1] > self._tic[1]:
-            steps = now[1] - self._tic[1]
-            rate = steps * frames_per_step * self.trainer.world_size / (now[0] - self._tic[0])
-            self.log("train/frames_per_s", rate, rank_zero_only=True)
-        self._tic = now
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Log val/recon_psnr and val/recon_ssim of a video batch, count its codes, and log a sample when due."""
@@ -127,10 +98,8 @@ class TokenizerModule(L.LightningModule):
         self.log("val/recon_psnr", psnr(recon, video).mean(), batch_size=size, sync_dist=True, prog_bar=True)
         self.log("val/recon_ssim", ssim(recon, video).mean(), batch_size=size, sync_dist=True)
         self.val_code_counts += torch.bincount(ids.flatten(), minlength=self.model.num_codes)
-        if batch_idx == 0 and self.global_step >= self._next_sample_step:
+        if self.sample_due(batch_idx):
             self._log_sample(video[:SAMPLE_CLIPS], recon[:SAMPLE_CLIPS])
-            every = max(1, self.cfg.train.sample_every_steps)
-            self._next_sample_step = (self.global_step // every + 1) * every
 
     def on_validation_epoch_end(self) -> None:
         """Log the codebook usage of the epoch's validation codes (val/codebook_usage, val/codebook_perplexity),

@@ -23,7 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ThroughputMonitor, TQDMProgressBar
 
 from genie.config import TrainConfig, to_dict
 from genie.data.ranks import is_launch_rank_zero
@@ -55,6 +55,60 @@ def prepare_run_dir(run_dir: str | Path, config: Any, overwrite: bool = False) -
 
 
 # ------------------------------------------------------------------------------------------ trainer
+
+
+class StageModule(L.LightningModule):
+    """What the three stage modules share: the run config and its hyperparameters (the stage name and the whole
+    config, what a checkpoint is loaded by), the trained `self.model` and its AdamW schedule, the data module, and
+    one cadence for samples. A subclass sets `stage`, builds `self.model` after `super().__init__(cfg)`, and may
+    override `make_datamodule`."""
+
+    stage = ""
+
+    def __init__(self, cfg: Any):
+        super().__init__()
+        self.cfg = cfg
+        self.save_hyperparameters({"stage": self.stage, "config": to_dict(cfg)})
+        self.samples = SampleLogger(self)
+        self._sampled_at = -1  # the last sample_every_steps period a sample was logged in
+
+    @staticmethod
+    def make_datamodule(cfg: Any):
+        """The video clips of `cfg.data`, with the frame cache under `cfg.run_dir` when configured."""
+        from genie.data.datamodule import VideoDataModule
+
+        return VideoDataModule(cfg.data, run_dir=cfg.run_dir)
+
+    def configure_optimizers(self):
+        """AdamW with warmup and cosine decay over the trained model's parameters (`configure_adamw`)."""
+        return configure_adamw(self.model, self.cfg.train)
+
+    def sample_due(self, batch_idx: int) -> bool:
+        """True at the first validation batch of each `train.sample_every_steps` period of steps (0: never);
+        marks the period as sampled."""
+        every = self.cfg.train.sample_every_steps
+        if batch_idx != 0 or every <= 0 or self.global_step // every == self._sampled_at:
+            return False
+        self._sampled_at = self.global_step // every
+        return True
+
+
+def _clips(batch) -> torch.Tensor:
+    """The clips of a batch: a stage's video (B, T, ...) or token-cache ids (B, T, S), else its first tensor."""
+    if isinstance(batch, dict):
+        return batch["video"] if "video" in batch else batch["ids"]
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+def clips_in(batch) -> int:
+    """Clips in a training batch: what Lightning's ThroughputMonitor counts as samples."""
+    return int(_clips(batch).shape[0])
+
+
+def frames_in(batch) -> int:
+    """Frames in a training batch: what Lightning's ThroughputMonitor counts as items."""
+    clips = _clips(batch)
+    return int(clips.shape[0] * (clips.shape[1] if clips.ndim > 1 else 1))
 
 
 class SampleLogger:
@@ -217,6 +271,8 @@ def make_trainer(
             enable_version_counter=False,
         ),
         NaNGuard(),
+        # Lightning's throughput over the last log_every_steps steps: train/device/items_per_sec is frames a second
+        ThroughputMonitor(batch_size_fn=clips_in, length_fn=frames_in, window_size=max(2, cfg.log_every_steps)),
         *(extra_callbacks or []),
         FinalCheckpoint(),
     ]
