@@ -7,7 +7,10 @@
 Row 0 is the prompt frame repeated (what standing still looks like); each further row holds one key (named from the
 bundle's action map, as `genie play` binds them) or, with --codes, one latent code. --gif writes one GIF of
 the sequence right x N, left x N, jump x N (the sprite world's up) from the same prompt frame. Each row's start and
-end player position is printed for sprite-world bundles, so the motion can be read off as well as seen.
+end player position is printed for sprite-world bundles, and for other games the scene's summed global shift
+(dy, dx) px over the row (genie.control.transition_motion: dx > 0 is content moving right, the camera following
+the player left; dy > 0 content moving down, the camera rising), so the motion can be read off as well as seen.
+--start picks the prompt frame (default 0; a CoinRun level starts against its left wall, where left does nothing).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import argparse
 import numpy as np
 import torch
 
-from genie.control import named_keys
+from genie.control import named_keys, transition_motion
 from genie.data.video import contact_sheet, read_video, write_image, write_video
 from genie.metrics import player_position
 from genie.models.actionmap import ActionMap
@@ -43,9 +46,10 @@ def main() -> None:
     parser.add_argument("--codes", action="store_true", help="one row per latent code instead of per named key")
     parser.add_argument("--gif", help="also a GIF: right, left, then jump, each held --frames frames")
     parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--start", type=int, default=0, help="the prompt's frame index in the video")
     args = parser.parse_args()
     world = WorldModel.load(args.model)
-    prompt = read_video(args.prompt, world.resolution, max_frames=1, fit=world.fit)[0]
+    prompt = read_video(args.prompt, world.resolution, max_frames=args.start + 1, fit=world.fit)[-1]
     action_map = ActionMap.from_meta(world.meta)
     names = action_map.names if action_map is not None else []
     keys = {name: code for name, (code, _) in named_keys(action_map, names).items()}
@@ -58,7 +62,11 @@ def main() -> None:
         sheet.append(clip)
         f = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
         pos, present = player_position(f[[0, -1]])
-        where = f"player {pos[0].tolist()} -> {pos[1].tolist()}" if bool(present.all()) else ""
+        if bool(present.all()):
+            where = f"player {pos[0].tolist()} -> {pos[1].tolist()}"
+        else:
+            dy, dx = transition_motion(f[None], sprites=False)[0].nansum(0).tolist()
+            where = f"scene shift ({dy:+.1f}, {dx:+.1f}) px"
         print(f"row {len(sheet) - 1}: {name} (code {code}) {where}")
     image = contact_sheet(np.stack(sheet))
     write_image(args.out, image.repeat(args.scale, 0).repeat(args.scale, 1))
