@@ -439,11 +439,14 @@ def evaluate_control(
     return control_scores(real, held, world.num_actions, action_map, names, bounds, seed=seed)
 
 
-def motion_by_action(data_dir, resolution=64, max_videos: int = 64, min_motion: float = 0.25) -> dict:
+def motion_by_action(
+    data_dir, resolution=64, max_videos: int = 64, min_motion: float = 0.25, frame_stride: int = 1
+) -> dict:
     """Does each control of a labelled folder produce its motion? Per true action: transitions, mean motion
     (dy, dx) pixels a frame (player on the sprite world, scene elsewhere: `transition_motion`), and the share of
     its transitions whose motion goes each way by at least `min_motion` pixels ("left" = the measured motion
     points left: for a scene, content shifting left, which is the camera following the player right).
+    With `frame_stride` S a transition is frames t -> t+S whose S actions agree (pixels per S frames).
     Raises ValueError for a folder without action names or sidecars."""
     from genie.data.clips import usable_videos
     from genie.data.labels import dataset_action_names
@@ -453,7 +456,9 @@ def motion_by_action(data_dir, resolution=64, max_videos: int = 64, min_motion: 
     if not names:
         raise ValueError(f"{data_dir}: no action names in dataset.json (not a recorded folder)")
     videos = usable_videos(data_dir, 2, progress=False)[:max_videos]
-    real, _ = real_transitions(videos, lambda f: np.zeros(len(f) - 1), resolution, "resize", is_sprite_world(data_dir))
+    sprites = is_sprite_world(data_dir)
+    no_codes = lambda f: np.zeros(len(f) - 1)  # noqa: E731
+    real, _ = real_transitions(videos, no_codes, resolution, "resize", sprites, False, frame_stride)
     if not (real.labels >= 0).any():
         raise ValueError(f"{data_dir}: no *.actions.npy sidecars")
     table = {}

@@ -2,7 +2,7 @@
 in pixels a frame (the player on the sprite world, the scene's phase-correlation shift elsewhere), and the share
 of its transitions moving each way (genie.control.motion_by_action).
 
-    python scripts/data_controls.py DATA_DIR [--resolution 64]
+    python scripts/data_controls.py DATA_DIR [--resolution 64] [--frame-stride S]
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--max-videos", type=int, default=64)
+    parser.add_argument("--frame-stride", type=int, default=1, help="frames a transition spans (data.frame_stride)")
     args = parser.parse_args()
-    table = motion_by_action(args.data, args.resolution, args.max_videos)
+    table = motion_by_action(args.data, args.resolution, args.max_videos, frame_stride=args.frame_stride)
     print(
         f"{'action':12s} {'transitions':>11s} {'dy':>7s} {'dx':>7s} {'left':>6s} {'right':>6s} {'up':>6s} {'down':>6s}"
     )
