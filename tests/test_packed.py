@@ -181,6 +181,64 @@ def test_two_ranks_read_disjoint_clips_whose_union_is_the_whole_set(packed, tmp_
     assert ranks[0] | ranks[1] == every
 
 
+LIGHTNING_DDP = """
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from genie.config import DataConfig
+from genie.data.datamodule import VideoDataModule
+
+pack, out, steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+
+
+class Recorder(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        with open(out / f"{self.global_rank}.txt", "a") as f:
+            for v, s in zip(batch["video_index"].tolist(), batch["start"].tolist()):
+                f.write(f"{v} {s}\\n")
+        return (self.w - batch["video"].float().mean() / 255) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+cfg = DataConfig(dir=pack, batch_size=4, num_workers=1, **{cut})
+trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                    enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                    limit_val_batches=0)
+trainer.fit(Recorder(), VideoDataModule(cfg))
+"""
+
+
+@pytest.mark.slow
+def test_lightning_ddp_ranks_stream_disjoint_clips_of_a_pack(packed, tmp_path):
+    # a real Lightning DDP run (two CPU processes on gloo, Lightning's own launcher) on the packed dataset: in one
+    # epoch the two ranks read disjoint clips, none twice
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(LIGHTNING_DDP.replace("{cut}", repr(CUT)))
+    every = {key(item) for item in packed_split(packed, "train")}
+    steps = len(every) // 8  # one epoch: 4 clips a step on each of 2 ranks
+    command = [sys.executable, str(script), str(packed), str(tmp_path), str(steps)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = [
+        [tuple(map(int, line.split())) for line in (tmp_path / f"{r}.txt").read_text().splitlines()] for r in range(2)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) == 4 * steps
+    assert len(set(ranks[0]) | set(ranks[1])) == 8 * steps  # no clip twice, on one rank or across the two
+    assert set(ranks[0]) | set(ranks[1]) <= every
+
+
 class _Recorder(L.LightningModule):
     """A one-weight model that writes down which clips each training step read."""
 
