@@ -159,7 +159,7 @@ def test_bundle_records_height_by_width_and_an_old_bundle_with_an_int_loads(tmp_
     world = WorldModel(*tiny_models(), prompt=np.zeros((2, *WIDE, 3), np.uint8), fit="pad")
     world.save(tmp_path / "wide.pt")
     bundle = torch.load(tmp_path / "wide.pt", weights_only=True)
-    assert bundle["frames"] == {"resolution": [24, 40], "fit": "pad"} and bundle["version"] == 2
+    assert bundle["frames"] == {"resolution": [24, 40], "fit": "pad", "stride": 1} and bundle["version"] == 2
     loaded = WorldModel.load(tmp_path / "wide.pt")
     assert (loaded.resolution, loaded.frame_size, loaded.fit) == ((24, 40), (24, 40), "pad")
     assert loaded.reset(seed=0).shape == (1, *WIDE, 3)

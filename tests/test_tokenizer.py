@@ -197,8 +197,10 @@ def test_training_on_sprites_raises_reconstruction_psnr(trained):
     assert after > before + 10 and after > 20, (before, after)
     metrics = (run_dir / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     logged = {"val/recon_psnr", "val/recon_ssim", "val/codebook_usage", "val/codebook_perplexity", "train/loss"}
-    assert logged | {"train/mse", "train/vq_loss", "train/frames_per_s"} <= set(metrics)
-    assert all(name.startswith(("train/", "val/")) for name in metrics if name not in ("step", "epoch")), metrics
+    assert logged | {"train/mse", "train/vq_loss", "train/device/items_per_sec"} <= set(metrics)
+    # validate/: Lightning's ThroughputMonitor during validation
+    prefixes = ("train/", "val/", "validate/")
+    assert all(name.startswith(prefixes) for name in metrics if name not in ("step", "epoch")), metrics
     assert sorted(p.suffix for p in (run_dir / "samples").iterdir()) == [".gif", ".png"]
 
 
