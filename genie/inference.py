@@ -55,11 +55,15 @@ class ActionStream:
     def push(self, video: np.ndarray) -> list[int]:
         """Add uint8 frames (N, H, W, 3); returns the ids of the transitions settled by them, in order."""
         video = np.asarray(video)
-        chosen = video[(-self.count) % self.frame_stride :: self.frame_stride]  # frames 0, s, 2s, ... of the stream
+        chosen = self.reads(video)
         self.count += len(video)
         self.read += len(chosen)
         self.frames = np.concatenate([self.frames, fit_frames(chosen, self.resolution, self.fit)])
         return self._run() if len(self.frames) > self.chunk else []
+
+    def reads(self, video: np.ndarray) -> np.ndarray:
+        """The frames of the next pushed chunk `video` the LAM reads: frames 0, s, 2s, ... of the whole stream."""
+        return video[(-self.count) % self.frame_stride :: self.frame_stride]
 
     def _run(self) -> list[int]:
         clip = to_model_input(self.frames, self.resolution)[None].to(self.device)  # (1, N, 3, H, W)
@@ -142,7 +146,7 @@ def video_actions(
     writer = VideoWriter(annotate_to, fps=5, lossless=False) if annotate_to is not None else None
     try:
         for frames in iter_video(path, resolution=resolution, progress=True, fit=fit):
-            read = frames[(-stream.count) % frame_stride :: frame_stride]  # the frames the LAM reads of this chunk
+            read = stream.reads(frames)  # before push moves the stream on
             actions += stream.push(frames)
             if writer is not None:
                 waiting.append(read)
