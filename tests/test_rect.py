@@ -18,6 +18,7 @@ from genie.data.datamodule import VideoDataModule
 from genie.data.video import read_frames, read_video, write_video
 from genie.inference import infer_actions
 from genie.models.pixels import fit_frames
+from genie.models.resolution import DEFAULT_FIT
 from genie.models.sampling import rollout_video
 from genie.models.tokenizer import DecodeStream, TokenizerConfig, VideoTokenizer
 from genie.models.world import WorldModel
@@ -155,7 +156,7 @@ def test_world_steps_at_the_models_aspect_from_a_prompt_of_any_size():
     assert batch.shape == (3, *WIDE, 3) and world.step([0, 1, 2]).shape == (3, *WIDE, 3)
 
 
-def test_bundle_records_height_by_width_and_an_old_bundle_with_an_int_loads(tmp_path):
+def test_bundle_records_height_by_width_and_a_bundle_without_frames_loads(tmp_path):
     world = WorldModel(*tiny_models(), prompt=np.zeros((2, *WIDE, 3), np.uint8), fit="pad")
     world.save(tmp_path / "wide.pt")
     bundle = torch.load(tmp_path / "wide.pt", weights_only=True)
@@ -167,11 +168,11 @@ def test_bundle_records_height_by_width_and_an_old_bundle_with_an_int_loads(tmp_
     square = WorldModel(*tiny_models(resolution=16, patch=4), prompt=np.zeros((2, 16, 16, 3), np.uint8))
     square.save(tmp_path / "square.pt")
     old = torch.load(tmp_path / "square.pt", weights_only=True)
-    del old["frames"]  # a bundle written before rectangular frames: version 1, an int resolution
+    del old["frames"]  # no frames record: the tokenizer's int resolution, the default fit (the legacy "resize" is gone)
     old["version"] = 1
     torch.save(old, tmp_path / "old.pt")
     loaded = WorldModel.load(tmp_path / "old.pt")
-    assert (loaded.resolution, loaded.frame_size, loaded.fit) == (16, (16, 16), "resize")  # trained on squashed frames
+    assert (loaded.resolution, loaded.frame_size, loaded.fit) == (16, (16, 16), DEFAULT_FIT)
     assert loaded.reset(seed=0).shape == (1, 16, 16, 3) and loaded.step([1]).shape == (1, 16, 16, 3)
 
 
