@@ -85,6 +85,7 @@ def _cmd_data(args: argparse.Namespace) -> None:
                 episodes=args.episodes,
                 seed=args.seed,
                 max_frames=args.max_frames,
+                lead_in=args.lead_in,
                 overwrite=args.overwrite,
             )
         else:
@@ -268,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-frames", type=int, default=500, help="longest episode kept, in frames")
         if source == "atari":
             p.add_argument("--resolution", type=int, default=64)
+        if source == "procgen":
+            p.add_argument(
+                "--lead-in",
+                dest="lead_in",
+                type=int,
+                help="at most this many unrecorded steps of the game's lead-in action before each level's recording "
+                "(coinrun: RIGHT, 96, so recordings start away from the left wall; 0: none)",
+            )
         p.set_defaults(func=_cmd_data)
     p = data_sub.add_parser(
         "pack",

@@ -16,8 +16,8 @@ pytest.importorskip("ale_py")
 
 def record_procgen(out, **kwargs):
     # short holds in these 24-frame episodes: with the default 6..16 one LEFT held at the level's start wall can
-    # fill most of an episode with the same frame
-    defaults = {"episodes": 2, "max_frames": 24, "progress": False, "min_repeat": 2, "max_repeat": 8}
+    # fill most of an episode with the same frame; no lead-in, which can end against a wall the player must jump
+    defaults = {"episodes": 2, "max_frames": 24, "progress": False, "min_repeat": 2, "max_repeat": 8, "lead_in": 0}
     return gameplay.generate_procgen(out, **{**defaults, **kwargs})
 
 
@@ -61,6 +61,22 @@ def test_procgen_records_raw_ids_from_one_action_per_effect_held_for_min_repeat(
         change = np.flatnonzero(np.diff(actions)) + 1
         runs = np.diff(np.concatenate([[0], change, [len(actions)]]))
         assert runs[:-1].min() >= 3  # the last run may be cut by the episode's end
+
+
+def test_coinrun_recordings_start_after_an_unrecorded_lead_in_away_from_the_start_wall(tmp_path):
+    plain = record_procgen(tmp_path / "plain", episodes=4, lead_in=0)
+    led = record_procgen(tmp_path / "led", episodes=4, lead_in=40)
+    info = json.loads((tmp_path / "led" / "dataset.json").read_text())
+    assert info["policy"]["lead_in"] == {"action": 7, "max_steps": 40}  # 7 = RIGHT
+    assert json.loads((tmp_path / "plain" / "dataset.json").read_text())["policy"]["lead_in"] is None
+    # same seed, same levels: without the lead-in every recording opens on its level's first frame; with it most
+    # open somewhere further right (a draw of 0 steps keeps the first frame)
+    moved = [not np.array_equal(read_video(a)[0], read_video(b)[0]) for a, b in zip(plain, led)]
+    assert sum(moved) >= 3
+    for actions in sidecars(led):
+        assert set(actions.tolist()) <= set(gameplay.PROCGEN_DISTINCT_ACTIONS["coinrun"])
+    with pytest.raises(gameplay.GameplayError, match="lead_in must be >= 0"):
+        record_procgen(tmp_path / "bad", lead_in=-1)
 
 
 def test_atari_episode_starts_with_fire(tmp_path):

@@ -60,6 +60,11 @@ PROCGEN_DISTINCT_ACTIONS: dict[str, tuple[int, ...]] = {
     "plunder": (1, 4, 7, 9),
     "starpilot": (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
 }
+# Games whose levels start against a wall the player must leave: (the action held before recording, the most
+# steps). CoinRun's levels start at the left wall and a random policy with left as likely as right stays near
+# it, so a LEFT transition mostly shows the player pressed against the wall: at stride 2 on 32 held-out
+# episodes, LEFT moved the scene the right way 0.88 px a step against RIGHT's 1.36 (scripts/data_controls.py).
+PROCGEN_LEAD_IN: dict[str, tuple[int, int]] = {"coinrun": (7, 96)}  # 7 = RIGHT; 96 steps: 6.4 s at 15 fps
 # The games each distribution mode exists for: procgen aborts the whole process on other combinations
 PROCGEN_MODE_GAMES: dict[str, tuple[str, ...]] = {
     "easy": tuple(PROCGEN_DISTINCT_ACTIONS),
@@ -131,28 +136,50 @@ def procgen_policy_weights(env: str) -> tuple[tuple[int, ...], np.ndarray]:
     return actions, np.full(len(actions), 1.0 / len(actions))  # every control its share (module docstring)
 
 
-def _procgen_episodes(game, policy: StickyRandomPolicy, max_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _procgen_episodes(
+    game,
+    policy: StickyRandomPolicy,
+    max_frames: int,
+    lead_in: tuple[int, int] | None = None,
+    rng: np.random.Generator | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Finished episodes of the vectorised `game`, as (frames (T, 64, 64, 3), actions (T-1,)), forever.
 
     An episode ends when procgen starts a new one (`first`); its terminal frame is never observed, so
     the action that ended it is dropped. An episode cut at `max_frames` is kept and the rest of that
-    level is discarded, so that every video starts at the start of a level.
+    level is discarded, so that every video starts at the start of a level. With `lead_in` = (action,
+    steps), each level first plays `action` for a random 0..steps steps unrecorded (`rng` draws them), so
+    that the recording starts away from the level's left wall (coinrun: `PROCGEN_LEAD_IN`).
     """
     _, obs, _ = game.observe()
     num = len(obs["rgb"])
+    rng = rng if rng is not None else np.random.default_rng(0)
+
+    def lead_steps() -> int:
+        return int(rng.integers(0, lead_in[1] + 1)) if lead_in else 0
+
+    leading = np.array([lead_steps() for _ in range(num)], dtype=np.int64)  # unrecorded steps left
     frames = [[frame] for frame in obs["rgb"]]
     actions: list[list[int]] = [[] for _ in range(num)]
-    recording = np.ones(num, dtype=bool)
+    recording = leading == 0
     while True:
         step_actions = policy()
+        if lead_in:
+            step_actions = np.where(leading > 0, lead_in[0], step_actions)
         game.act(step_actions)
         _, obs, first = game.observe()
         for i in range(num):
             if first[i]:
                 if recording[i] and len(frames[i]) >= MIN_EPISODE_FRAMES:
                     yield np.stack(frames[i]), np.asarray(actions[i], dtype=np.int64)
-                frames[i], actions[i], recording[i] = [obs["rgb"][i]], [], True
+                leading[i] = lead_steps()
+                frames[i], actions[i], recording[i] = [obs["rgb"][i]], [], leading[i] == 0
                 policy.reset(i)
+            elif leading[i] > 0:
+                leading[i] -= 1
+                if leading[i] == 0:  # the lead-in is over: the recording starts at this frame
+                    frames[i], actions[i], recording[i] = [obs["rgb"][i]], [], True
+                    policy.reset(i)
             elif recording[i]:
                 frames[i].append(obs["rgb"][i])
                 actions[i].append(int(step_actions[i]))
@@ -170,10 +197,15 @@ def generate_procgen(
     min_repeat: int = 6,
     max_repeat: int = 16,
     distribution_mode: str = "easy",
+    lead_in: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[Path]:
-    """Record `episodes` Procgen episodes (64x64, 15 fps) with raw-action sidecars into `out`."""
+    """Record `episodes` Procgen episodes (64x64, 15 fps) with raw-action sidecars into `out`.
+
+    `lead_in`: at most this many unrecorded steps of the game's lead-in action before each recording
+    (None: the game's default in `PROCGEN_LEAD_IN`, 0: none); games without a lead-in action ignore it.
+    Raises GameplayError for an unknown game or mode, a bad option, or a missing procgen install."""
     ProcgenGym3Env = _import_procgen()
     name = env.lower()
     if name not in PROCGEN_DISTINCT_ACTIONS:
@@ -188,6 +220,11 @@ def generate_procgen(
             f"it has one for {', '.join(PROCGEN_MODE_GAMES[distribution_mode])}"
         )
     _check_common(episodes, max_frames)
+    if lead_in is not None and lead_in < 0:
+        raise GameplayError(f"lead_in must be >= 0 steps, got {lead_in}")
+    lead_action, lead_default = PROCGEN_LEAD_IN.get(name, (None, 0))
+    lead_steps = lead_default if lead_in is None else lead_in
+    lead = (lead_action, lead_steps) if lead_action is not None and lead_steps > 0 else None
     actions, weights = procgen_policy_weights(name)
     policy = StickyRandomPolicy(
         actions, weights, min_repeat, max_repeat, np.random.default_rng(seed), num=PROCGEN_NUM_ENVS
@@ -206,9 +243,10 @@ def generate_procgen(
             "weights": [round(float(w), 4) for w in weights],
             "min_repeat": min_repeat,
             "max_repeat": max_repeat,
+            "lead_in": {"action": lead[0], "max_steps": lead[1]} if lead else None,
         },
     }
-    recorded = _procgen_episodes(game, policy, max_frames)
+    recorded = _procgen_episodes(game, policy, max_frames, lead, np.random.default_rng([seed, 1]))
     with EpisodeWriter(out, meta=meta, fps=PROCGEN_FPS, overwrite=overwrite) as writer:
         for _ in writer.progress(range(episodes), f"procgen {name}", progress):
             writer.add(*next(recorded))
