@@ -15,6 +15,7 @@ import argparse
 import logging
 import re
 import sys
+from pathlib import Path
 
 # the stage names, spelled out here so `genie --help` need not import Lightning (genie.training.pipeline.STAGES
 # maps each to its classes; tests/test_layers.py checks the two agree)
@@ -186,6 +187,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
         return
     run_dir = train_stage(module_cls, cfg, overwrite=args.overwrite)
     print(f"{args.stage} trained: {run_dir}/checkpoints/last.ckpt")
+    if args.stage == "dynamics":  # the last stage: the world is playable now, as after `genie train all`
+        from genie.training.pipeline import export_bundle
+
+        print(f"world model bundle: {export_bundle(cfg, Path(run_dir) / 'world_model.pt')}")
 
 
 def _cmd_infer_actions(args: argparse.Namespace) -> None:

@@ -181,6 +181,21 @@ def test_train_all_again_skips_finished_stages(bundle, train_all_args, capsys):
     assert {p: p.stat().st_mtime_ns for p in run_dir.glob("*/checkpoints/last.ckpt")} == before
 
 
+def test_training_the_dynamics_stage_alone_writes_a_playable_bundle(bundle, pipeline_data, tmp_path, capsys):
+    # retraining only the dynamics model on a finished tokenizer and LAM (as docs/coinrun.md does) ends playable
+    run_dir = bundle.parent
+    where = ["--data", str(pipeline_data), "--run-dir", str(tmp_path / "dynamics")]
+    frozen = ["--tokenizer", str(run_dir / "tokenizer"), "--lam", str(run_dir / "lam")]
+    short = ["train.max_steps=2", "train.val_every_steps=2", "data.num_workers=0", "data.max_val_clips=4"]
+    config = ROOT / "configs" / "sprites" / "dynamics.yaml"
+    assert main(["train", "dynamics", "--config", str(config), *where, *frozen, *short]) == 0
+    written = tmp_path / "dynamics" / "world_model.pt"
+    assert f"world model bundle: {written}" in capsys.readouterr().out
+    world = WorldModel.load(written)
+    world.reset(world.prompt[:1], seed=0)
+    assert world.step([1]).shape == (1, world.resolution, world.resolution, 3)
+
+
 def test_world_steps_are_deterministic_under_a_seed(bundle):
     world = WorldModel.load(bundle)
     prompt = world.prompt[:1]
