@@ -8,8 +8,11 @@ held-out prompt and measure the motion it produces, against the motion the game 
 Motion of a transition (dy, dx) in pixels, positive down and right:
 - on the sprite world, the player's displacement (genie.metrics.player_position: the generator draws it in
   a colour nothing else has), so a held key is scored on the thing it moves;
+- on Atari Breakout, the paddle's sideways displacement (`breakout_paddle_position`: the red bar in the bottom
+  rows), since the global shift cannot see a few pixels of paddle;
 - elsewhere the scene's global motion (`scene_shift`: the shift of the whole picture that best maps one frame
   onto the next), which is how a side-scroller's camera shows that the player walked or jumped.
+`motion_tracker` picks one of the three ("player", "paddle", "scene") from a folder's dataset.json.
 
 The references, from real held-out transitions (never the model's own frames):
 - per latent code, the mean motion of the real transitions the LAM gives that code;
@@ -43,6 +46,47 @@ from genie.metrics import bootstrap_interval, player_position
 
 KEY_NAMES = ("left", "right", "jump", "down")  # the named keys scored: the arrows and space of genie play
 MIN_REFERENCE_TRANSITIONS = 5  # a code or action seen less often than this in the real data has no reference
+TRACKERS = ("player", "paddle", "scene")  # what a transition's motion is measured on (module docstring)
+
+
+def motion_tracker(data_dir) -> str:
+    """What the motion of `data_dir`'s transitions is measured on, from its dataset.json: "player" for the
+    sprite world, "paddle" for Atari Breakout, "scene" otherwise (and for a folder without dataset.json)."""
+    import json
+    from pathlib import Path
+
+    try:
+        info = json.loads((Path(data_dir) / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return "scene"
+    if info.get("generator") == "sprites":
+        return "player"
+    if info.get("generator") == "atari" and str(info.get("env", "")).lower() == "breakout":
+        return "paddle"
+    return "scene"
+
+
+def breakout_paddle_position(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position (row, col) in pixels of Breakout's paddle in float frames (..., 3, H, W) in [0, 1] -> (float64
+    (..., 2), bool (...,) found); nan where not found.
+
+    The paddle is the red bar (ALE colour (200, 72, 72)) in rows 0.875..0.94 of the frame (rows 56-59 at 64x64),
+    between the side walls (the outer 5 % of columns, grey); its column is the mean of the columns holding a
+    red pixel there, its row the band's middle. The ball has the paddle's colour, so a ball inside the band
+    moves the estimate by a pixel or so.
+    """
+    h, w = frames.shape[-2:]
+    r0, r1 = int(round(0.875 * h)), max(int(round(0.875 * h)) + 1, int(round(0.94 * h)))
+    c0, c1 = int(round(0.05 * w)), w - int(round(0.05 * w))
+    band = frames[..., r0:r1, c0:c1].double()
+    red = (band[..., 0, :, :] > 90 / 255) & (band[..., 0, :, :] > band[..., 1, :, :] + 25 / 255)
+    columns = red.any(-2).double()  # (..., W')
+    count = columns.sum(-1)
+    found = count > 0
+    col = (columns * torch.arange(c0, c1, dtype=torch.float64)).sum(-1) / count.clamp(min=1)
+    col = torch.where(found, col, torch.full_like(col, float("nan")))
+    row = torch.where(found, torch.full_like(col, (r0 + r1 - 1) / 2), torch.full_like(col, float("nan")))
+    return torch.stack([row, col], -1), found
 
 
 def scene_shift(before: torch.Tensor, after: torch.Tensor, max_shift: int | None = None) -> torch.Tensor:
@@ -82,14 +126,20 @@ def scene_shift(before: torch.Tensor, after: torch.Tensor, max_shift: int | None
     return torch.stack([iy.double() - r + fy, ix.double() - r + fx], -1)
 
 
-def transition_motion(frames: torch.Tensor, sprites: bool) -> torch.Tensor:
-    """Motion of each consecutive pair of float frames (N, T, 3, H, W) -> float64 (N, T-1, 2) (dy, dx) pixels:
-    the player's displacement on the sprite world (nan where it is not drawn in one piece in either frame),
-    else the scene's global motion (`scene_shift`)."""
+def transition_motion(frames: torch.Tensor, tracker: str) -> torch.Tensor:
+    """Motion of each consecutive pair of float frames (N, T, 3, H, W) -> float64 (N, T-1, 2) (dy, dx) pixels,
+    measured on `tracker` (`TRACKERS`): the sprite world's player ("player": nan where it is not drawn in one
+    piece in either frame), Breakout's paddle ("paddle": sideways only, nan where it is not found), or the
+    scene's global motion ("scene": `scene_shift`). Raises ValueError for another tracker."""
     n, t = frames.shape[:2]
-    if sprites:
+    if tracker == "player":
         pos, _ = player_position(frames.float().cpu())
         return (pos[:, 1:] - pos[:, :-1]).double()
+    if tracker == "paddle":
+        pos, _ = breakout_paddle_position(frames.float().cpu())
+        return (pos[:, 1:] - pos[:, :-1]).double()
+    if tracker != "scene":
+        raise ValueError(f"unknown motion tracker {tracker!r}; choose one of {', '.join(TRACKERS)}")
     before = frames[:, :-1].flatten(0, 1).cpu()
     after = frames[:, 1:].flatten(0, 1).cpu()
     return scene_shift(before, after).reshape(n, t - 1, 2)
@@ -128,9 +178,10 @@ class HeldRollouts:
 
 @torch.no_grad()
 def hold_codes(
-    world, prompts: np.ndarray, video: np.ndarray, frames: int, sprites: bool, seed: int = 0, batch_size: int = 64
+    world, prompts: np.ndarray, video: np.ndarray, frames: int, tracker: str, seed: int = 0, batch_size: int = 64
 ) -> HeldRollouts:
-    """Hold each of the world's latent codes for `frames` steps from each uint8 prompt frame (P, H, W, 3).
+    """Hold each of the world's latent codes for `frames` steps from each uint8 prompt frame (P, H, W, 3), the
+    motion measured on `tracker` (`transition_motion`).
 
     `world` is anything with genie.models.world.WorldModel's environment API (reset(prompt (B, 1, H, W, 3)),
     step_float(actions (B,)) -> float (B, 3, H, W)) and num_actions.
@@ -141,7 +192,7 @@ def hold_codes(
     displacement = np.full((len(prompts), k, 2), np.nan)
     first = torch.from_numpy(np.ascontiguousarray(prompts))
     start = np.full((len(prompts), 2), np.nan)
-    if sprites:
+    if tracker == "player":
         start = player_position(_float(first))[0].double().numpy()
     for offset in range(0, len(jobs), batch_size):
         chunk = jobs[offset : offset + batch_size]
@@ -150,10 +201,10 @@ def hold_codes(
         world.reset(first[p_idx][:, None].numpy(), seed=seed + offset)
         generated = torch.stack([world.step_float(codes).float().cpu() for _ in range(frames)], 1)  # (B, F, 3, H, W)
         video_frames = torch.cat([_float(first[p_idx])[:, None], generated], 1)  # (B, 1+F, 3, H, W)
-        step = transition_motion(video_frames, sprites).numpy()  # (B, F, 2)
+        step = transition_motion(video_frames, tracker).numpy()  # (B, F, 2)
         for row, (p, c) in enumerate(chunk):
             motion[p, c] = step[row]
-        if sprites:
+        if tracker == "player":
             pos, _ = player_position(generated[:, -1])
             end = pos.double().numpy()
             displacement[p_idx, codes.numpy()] = end - start[p_idx]
@@ -336,7 +387,7 @@ def _rows(array: np.ndarray) -> dict[str, list[float] | None]:
 
 
 def real_transitions(
-    videos: list, codes_of, resolution, fit: str, sprites: bool, progress: bool = False, frame_stride: int = 1
+    videos: list, codes_of, resolution, fit: str, tracker: str, progress: bool = False, frame_stride: int = 1
 ):
     """Read `videos` (genie.data.VideoInfo each) at `resolution`, every `frame_stride`-th frame (one world step):
     (RealTransitions of all their transitions, list of uint8 frame arrays (T, H, W, 3), one a video).
@@ -358,22 +409,24 @@ def real_transitions(
         labels = np.full(len(frames) - 1, -1, dtype=np.int64)
         if truth is not None and len(truth) >= len(every) - 1:
             labels[:] = strided_labels(truth, len(every), frame_stride)
-        motion = transition_motion(_float(torch.from_numpy(np.ascontiguousarray(frames)))[None], sprites)[0].numpy()
+        motion = transition_motion(_float(torch.from_numpy(np.ascontiguousarray(frames)))[None], tracker)[0].numpy()
         parts.append((np.asarray(codes_of(frames), dtype=np.int64), labels, motion, np.full(len(labels), len(clips))))
         clips.append(frames)
     return RealTransitions(*(np.concatenate(column) for column in zip(*parts))), clips
 
 
-def choose_prompts(clips: list, frames: int, max_prompts: int, sprites: bool, seed: int = 0):
+def choose_prompts(clips: list, frames: int, max_prompts: int, tracker: str, seed: int = 0):
     """One prompt frame a video (up to `max_prompts` videos), at a seeded random time with `frames` real frames
-    after it; on the sprite world only frames where the player is drawn. -> (uint8 (P, H, W, 3), video (P,))."""
+    after it; with the "player" or "paddle" tracker only frames where it is found. -> (uint8 (P, H, W, 3),
+    video (P,))."""
     rng = np.random.default_rng(seed)
     prompts, owners = [], []
     for i in rng.permutation(len(clips)):
         video = clips[i]
         candidates = np.arange(max(1, len(video) - frames))
-        if sprites:
-            found = player_position(_float(torch.from_numpy(np.ascontiguousarray(video[candidates]))))[1].numpy()
+        if tracker in ("player", "paddle"):
+            locate = player_position if tracker == "player" else breakout_paddle_position
+            found = locate(_float(torch.from_numpy(np.ascontiguousarray(video[candidates]))))[1].numpy()
             candidates = candidates[found]
         if len(candidates):
             prompts.append(video[int(rng.choice(candidates))])
@@ -411,11 +464,10 @@ def evaluate_control(
     """The control measure of `world` on held-out `videos` of `data_dir`: `control_scores` with the world's LAM
     coding the real transitions and its bundle's action map naming the keys."""
     from genie.data.labels import encode_episode
-    from genie.evaluate import is_sprite_world
     from genie.models.actionmap import ActionMap
     from genie.models.resolution import DEFAULT_FIT
 
-    sprites = is_sprite_world(data_dir)
+    tracker = motion_tracker(data_dir)
     fit = getattr(world, "fit", DEFAULT_FIT)
     stride = getattr(world, "frame_stride", 1)
     real, clips = real_transitions(
@@ -423,19 +475,19 @@ def evaluate_control(
         lambda f: encode_episode(world.lam, f, world.device)[0],
         world.resolution,
         fit,
-        sprites,
+        tracker,
         progress,
         stride,
     )
-    prompts, owners = choose_prompts(clips, frames, max_prompts, sprites, seed)
-    held = hold_codes(world, prompts, owners, frames, sprites, seed)
+    prompts, owners = choose_prompts(clips, frames, max_prompts, tracker, seed)
+    held = hold_codes(world, prompts, owners, frames, tracker, seed)
     action_map = ActionMap.from_meta(world.meta)
     names = action_map.names if action_map is not None else None
     if names is None:
         from genie.data.labels import dataset_action_names
 
         names = dataset_action_names(data_dir)
-    bounds = sprite_bounds(data_dir, prompts.shape[1:3]) if sprites else None
+    bounds = sprite_bounds(data_dir, prompts.shape[1:3]) if tracker == "player" else None
     return control_scores(real, held, world.num_actions, action_map, names, bounds, seed=seed)
 
 
@@ -443,22 +495,20 @@ def motion_by_action(
     data_dir, resolution=64, max_videos: int = 64, min_motion: float = 0.25, frame_stride: int = 1
 ) -> dict:
     """Does each control of a labelled folder produce its motion? Per true action: transitions, mean motion
-    (dy, dx) pixels a frame (player on the sprite world, scene elsewhere: `transition_motion`), and the share of
+    (dy, dx) pixels a frame (measured on `motion_tracker(data_dir)`: `transition_motion`), and the share of
     its transitions whose motion goes each way by at least `min_motion` pixels ("left" = the measured motion
     points left: for a scene, content shifting left, which is the camera following the player right).
     With `frame_stride` S a transition is frames t -> t+S whose S actions agree (pixels per S frames).
     Raises ValueError for a folder without action names or sidecars."""
     from genie.data.clips import usable_videos
     from genie.data.labels import dataset_action_names
-    from genie.evaluate import is_sprite_world
 
     names = dataset_action_names(data_dir)
     if not names:
         raise ValueError(f"{data_dir}: no action names in dataset.json (not a recorded folder)")
     videos = usable_videos(data_dir, 2, progress=False)[:max_videos]
-    sprites = is_sprite_world(data_dir)
     no_codes = lambda f: np.zeros(len(f) - 1)  # noqa: E731
-    real, _ = real_transitions(videos, no_codes, resolution, "resize", sprites, False, frame_stride)
+    real, _ = real_transitions(videos, no_codes, resolution, "resize", motion_tracker(data_dir), False, frame_stride)
     if not (real.labels >= 0).any():
         raise ValueError(f"{data_dir}: no *.actions.npy sidecars")
     table = {}

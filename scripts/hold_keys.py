@@ -65,7 +65,7 @@ def main() -> None:
         if bool(present.all()):
             where = f"player {pos[0].tolist()} -> {pos[1].tolist()}"
         else:
-            dy, dx = transition_motion(f[None], sprites=False)[0].nansum(0).tolist()
+            dy, dx = transition_motion(f[None], "scene")[0].nansum(0).tolist()
             where = f"scene shift ({dy:+.1f}, {dx:+.1f}) px"
         print(f"row {len(sheet) - 1}: {name} (code {code}) {where}")
     image = contact_sheet(np.stack(sheet))

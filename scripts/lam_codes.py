@@ -18,10 +18,9 @@ import argparse
 import numpy as np
 import torch
 
-from genie.control import transition_motion
+from genie.control import motion_tracker, transition_motion
 from genie.data.clips import usable_videos
 from genie.data.labels import dataset_action_names, read_labelled
-from genie.evaluate import is_sprite_world
 from genie.models.checkpoint import load_checkpoint
 from genie.models.lam import load_lam
 from genie.models.pixels import video_to_float
@@ -56,7 +55,7 @@ def main() -> None:
     np.add.at(counts, (data.codes, data.labels), 1)
     label = names or [str(a) for a in range(counts.shape[1])]
     pairs = torch.stack([video_to_float(torch.from_numpy(f)) for f in (data.before, data.after)], 1)  # (N, 2, 3, H, W)
-    motion = transition_motion(pairs, is_sprite_world(args.data))[:, 0].numpy()  # (N, 2)
+    motion = transition_motion(pairs, motion_tracker(args.data))[:, 0].numpy()  # (N, 2)
     print(f"frame stride {stride}")
     print("code " + " ".join(f"{n:>7s}" for n in label) + "   purity      dy      dx")
     for c in range(k):

@@ -4,6 +4,7 @@ that stand still, ignore the key or mix the keys up fail it, and so does ΔtPSNR
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def real() -> RealTransitions:
     rng = np.random.default_rng(5)
     for i in range(12):
         frames, actions = sample_episode(rng, CFG)
-        motion = transition_motion(_float(frames)[None], sprites=True)[0].numpy()
+        motion = transition_motion(_float(frames)[None], "player")[0].numpy()
         parts.append((actions, actions, motion, np.full(len(actions), i)))
     return RealTransitions(*(np.concatenate(c) for c in zip(*parts)))
 
@@ -85,7 +86,7 @@ def games() -> list[SpriteGame]:
 
 def _score(world, games, real, action_map=True) -> dict:
     prompts = np.stack([g.render() for g in games])
-    held = hold_codes(world, prompts, np.arange(len(games)), FRAMES, sprites=True)
+    held = hold_codes(world, prompts, np.arange(len(games)), FRAMES, "player")
     amap = ActionMap.fit(real.codes, real.labels, len(ACTION_NAMES), list(ACTION_NAMES)) if action_map else None
     return control_scores(real, held, len(ACTION_NAMES), amap, list(ACTION_NAMES), BOUNDS)
 
@@ -104,6 +105,31 @@ def test_scene_shift_recovers_a_known_shift():
     assert shift[2].tolist() == pytest.approx([2.0, -3.0], abs=0.5)
     flat = torch.full((1, 3, 16, 16), 0.5)
     assert scene_shift(flat, flat).abs().max() == 0
+
+
+def test_the_breakout_paddle_is_found_between_the_walls_and_the_tracker_follows_the_folder(tmp_path):
+    from genie.control import breakout_paddle_position, motion_tracker
+
+    frames = torch.zeros(2, 3, 64, 64)
+    frames[:, :, 40:60, :3] = 142 / 255  # the grey side walls reach into the paddle's rows
+    frames[:, :, 40:60, 61:] = 142 / 255
+    frames[0, 0, 57:59, 20:28], frames[0, 1:, 57:59, 20:28] = 200 / 255, 72 / 255  # the red paddle, columns 20-27
+    pos, found = breakout_paddle_position(frames)
+    assert found.tolist() == [True, False]  # the second frame has walls and no paddle
+    assert pos[0, 1].item() == pytest.approx(23.5) and 56 <= pos[0, 0].item() <= 60 and pos[1].isnan().all()
+    moved = frames[:1].roll(5, dims=-1)
+    motion = transition_motion(torch.stack([frames[0], moved[0]])[None], "paddle")[0, 0]
+    assert motion.tolist() == [0.0, 5.0]
+    with pytest.raises(ValueError, match="unknown motion tracker 'ball'"):
+        transition_motion(frames[None], "ball")
+    for info, tracker in (
+        ({"generator": "sprites"}, "player"),
+        ({"generator": "atari", "env": "Breakout"}, "paddle"),
+        ({"generator": "procgen", "env": "coinrun"}, "scene"),
+    ):
+        (tmp_path / "dataset.json").write_text(json.dumps(info))
+        assert motion_tracker(tmp_path) == tracker
+    assert motion_tracker(tmp_path / "missing") == "scene"
 
 
 def test_fidelity_and_walls():
@@ -161,13 +187,13 @@ def test_codes_that_name_an_axis_are_impure_and_the_keys_lose_direction(games, r
 
 def test_prompts_are_frames_with_the_player(games):
     clips = [np.stack([g.render()] * 12) for g in games[:3]]
-    prompts, owners = choose_prompts(clips, FRAMES, 2, sprites=True)
+    prompts, owners = choose_prompts(clips, FRAMES, 2, "player")
     assert prompts.shape == (2, 32, 32, 3) and len(set(owners.tolist())) == 2
 
 
 def test_held_rollouts_record_displacement(games):
     world = GameWorld(games[:2], lambda code, rng: code)
-    held = hold_codes(world, np.stack([g.render() for g in games[:2]]), np.arange(2), 4, sprites=True)
+    held = hold_codes(world, np.stack([g.render() for g in games[:2]]), np.arange(2), 4, "player")
     assert isinstance(held, HeldRollouts) and held.displacement.shape == (2, 5, 2)
     assert held.per_frame.shape == (2, 5, 4, 2)
     assert np.allclose(held.displacement[:, 0], 0)  # noop stays
