@@ -21,9 +21,9 @@ The references, from real held-out transitions (never the model's own frames):
 
 `fidelity` of one held rollout = max(0, 1 - |D_gen - D_ref| / |D_ref|), D the displacement summed over the
 held frames: 1 when the rollout moves exactly as far and the same way as the game, 0 for standing still,
-moving the wrong way, or twice as far. On the sprite world the reference is stepped from the prompt's
-player position and stops at the walls as the game does. Only references that move at least `min_motion`
-pixels over the hold are scored (a "noop" has nothing to follow).
+moving the wrong way, or twice as far. On the sprite world (and Breakout) the reference is stepped from the
+prompt's player (paddle) position and stops at the walls as the game does. Only references that move at least
+`min_motion` pixels over the hold are scored (a "noop" has nothing to follow).
 
 Keys (`control_scores`): `control_fidelity` (per named key if the bundle has an action map and the data has
 labels, else per code) with `_ci95` over prompts, `key_fidelity`, `code_fidelity`, `key_fidelity/<name>`,
@@ -70,10 +70,11 @@ def breakout_paddle_position(frames: torch.Tensor) -> tuple[torch.Tensor, torch.
     """Position (row, col) in pixels of Breakout's paddle in float frames (..., 3, H, W) in [0, 1] -> (float64
     (..., 2), bool (...,) found); nan where not found.
 
-    The paddle is the red bar (ALE colour (200, 72, 72)) in rows 0.875..0.94 of the frame (rows 56-59 at 64x64),
-    between the side walls (the outer 5 % of columns, grey); its column is the mean of the columns holding a
-    red pixel there, its row the band's middle. The ball has the paddle's colour, so a ball inside the band
-    moves the estimate by a pixel or so.
+    The paddle is the red bar (ALE colour (200, 72, 72); 7x2 pixels at 64x64) in rows 0.875..0.94 of the frame
+    (rows 56-59 at 64x64), between the side walls (the outer 5 % of columns, grey); its column is the middle of
+    the widest run of adjacent columns holding a red pixel there (so a ball, which has the paddle's colour, in
+    the band elsewhere is ignored), its row the band's middle. Where the paddle slides under a wall only its
+    visible part counts.
     """
     h, w = frames.shape[-2:]
     r0, r1 = int(round(0.875 * h)), max(int(round(0.875 * h)) + 1, int(round(0.94 * h)))
@@ -81,10 +82,14 @@ def breakout_paddle_position(frames: torch.Tensor) -> tuple[torch.Tensor, torch.
     band = frames[..., r0:r1, c0:c1].double()
     red = (band[..., 0, :, :] > 90 / 255) & (band[..., 0, :, :] > band[..., 1, :, :] + 25 / 255)
     columns = red.any(-2).double()  # (..., W')
-    count = columns.sum(-1)
-    found = count > 0
-    col = (columns * torch.arange(c0, c1, dtype=torch.float64)).sum(-1) / count.clamp(min=1)
-    col = torch.where(found, col, torch.full_like(col, float("nan")))
+    run = torch.zeros(columns.shape[:-1], dtype=torch.float64)
+    best, end = torch.zeros_like(run), torch.zeros_like(run)
+    for j in range(columns.shape[-1]):  # the widest run of red columns: its length and last column
+        run = (run + 1) * columns[..., j]
+        wider = run > best
+        best, end = torch.where(wider, run, best), torch.where(wider, torch.full_like(end, float(j)), end)
+    found = best > 0
+    col = torch.where(found, c0 + end - (best - 1) / 2, torch.full_like(run, float("nan")))
     row = torch.where(found, torch.full_like(col, (r0 + r1 - 1) / 2), torch.full_like(col, float("nan")))
     return torch.stack([row, col], -1), found
 
@@ -192,8 +197,9 @@ def hold_codes(
     displacement = np.full((len(prompts), k, 2), np.nan)
     first = torch.from_numpy(np.ascontiguousarray(prompts))
     start = np.full((len(prompts), 2), np.nan)
-    if tracker == "player":
-        start = player_position(_float(first))[0].double().numpy()
+    locate = {"player": player_position, "paddle": breakout_paddle_position}.get(tracker)
+    if locate is not None:
+        start = locate(_float(first))[0].double().numpy()
     for offset in range(0, len(jobs), batch_size):
         chunk = jobs[offset : offset + batch_size]
         p_idx = np.array([p for p, _ in chunk])
@@ -204,8 +210,8 @@ def hold_codes(
         step = transition_motion(video_frames, tracker).numpy()  # (B, F, 2)
         for row, (p, c) in enumerate(chunk):
             motion[p, c] = step[row]
-        if tracker == "player":
-            pos, _ = player_position(generated[:, -1])
+        if locate is not None:  # where the tracked object ends up: one frame that loses it does not void the hold
+            pos, _ = locate(generated[:, -1])
             end = pos.double().numpy()
             displacement[p_idx, codes.numpy()] = end - start[p_idx]
         else:
@@ -220,8 +226,8 @@ def _float(frames: torch.Tensor) -> torch.Tensor:
 
 def reference_displacement(step: np.ndarray, frames: int, start: np.ndarray, bounds: tuple | None) -> np.ndarray:
     """Where a per-frame motion `step` (2,) takes the player in `frames` frames from `start` (P, 2): float (P, 2).
-    With `bounds` ((low y, low x), (high y, high x)) of the player's position (the sprite world), each step stops
-    at the walls as the game's does; without, frames * step for every prompt."""
+    With `bounds` ((low y, low x), (high y, high x)) of the tracked position (the sprite world's player,
+    Breakout's paddle), each step stops at the walls as the game's does; without, frames * step for every prompt."""
     if bounds is None:
         return np.broadcast_to(step * frames, (len(start), 2)).copy()
     low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
@@ -458,6 +464,16 @@ def sprite_bounds(data_dir, frame_size) -> tuple | None:
     return tuple(low), tuple(high)
 
 
+def paddle_bounds(clips: list) -> tuple | None:
+    """The range of Breakout's paddle position ((low y, low x), (high y, high x)) in pixels over the uint8 frames
+    of `clips` (T, H, W, 3) each: where the walls stop it, as the real frames show. None when it is never found."""
+    pos = torch.cat([breakout_paddle_position(_float(torch.from_numpy(np.ascontiguousarray(c))))[0] for c in clips])
+    pos = pos[~pos.isnan().any(-1)].numpy()
+    if not len(pos):
+        return None
+    return tuple(pos.min(0)), tuple(pos.max(0))
+
+
 def evaluate_control(
     world, videos: list, data_dir, frames: int = 10, max_prompts: int = 24, seed: int = 0, progress: bool = True
 ) -> dict:
@@ -487,7 +503,12 @@ def evaluate_control(
         from genie.data.labels import dataset_action_names
 
         names = dataset_action_names(data_dir)
-    bounds = sprite_bounds(data_dir, prompts.shape[1:3]) if tracker == "player" else None
+    bounds = None
+    if tracker == "player":
+        bounds = sprite_bounds(data_dir, prompts.shape[1:3])
+    elif tracker == "paddle":
+        bounds = paddle_bounds(clips)
+
     return control_scores(real, held, world.num_actions, action_map, names, bounds, seed=seed)
 
 

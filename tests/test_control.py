@@ -120,6 +120,9 @@ def test_the_breakout_paddle_is_found_between_the_walls_and_the_tracker_follows_
     moved = frames[:1].roll(5, dims=-1)
     motion = transition_motion(torch.stack([frames[0], moved[0]])[None], "paddle")[0, 0]
     assert motion.tolist() == [0.0, 5.0]
+    ball = frames[:1].clone()
+    ball[0, 0, 57:59, 45:47], ball[0, 1:, 57:59, 45:47] = 200 / 255, 72 / 255  # the ball, the paddle's red, in its rows
+    assert breakout_paddle_position(ball)[0][0, 1].item() == pytest.approx(23.5)  # the widest red run is the paddle
     with pytest.raises(ValueError, match="unknown motion tracker 'ball'"):
         transition_motion(frames[None], "ball")
     for info, tracker in (

@@ -397,6 +397,17 @@ def test_only_the_launching_rank_may_delete_a_run_folder(monkeypatch, env, zero)
     assert is_launch_rank_zero() is zero
 
 
+def test_only_the_launching_rank_writes_the_bundle(monkeypatch, tmp_path):
+    # every DDP rank returns to `genie train dynamics` / `train all` after fit; only rank zero may write the bundle
+    # (two writers raced on one temporary file and one rank failed after training had succeeded)
+    from genie.training.pipeline import export_bundle
+
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "world_model.pt"
+    assert export_bundle(None, out) == out  # returns before it reads the (here absent) run
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     "env, rank",
     [({}, 0), ({"LOCAL_RANK": "2"}, 2), ({"SLURM_LOCALID": "3"}, 3), ({"LOCAL_RANK": "1", "SLURM_LOCALID": "3"}, 1)],

@@ -17,6 +17,7 @@ and, where the training folder had true actions, the game's action names and the
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,7 @@ class WorldModel(nn.Module):
             bundle["meta"] = self.meta
         if self.prompt is not None:
             bundle["prompt"] = torch.from_numpy(np.ascontiguousarray(self.prompt))
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers never share one temporary file
         torch.save(bundle, tmp)
         tmp.replace(path)
         return path

@@ -105,7 +105,12 @@ def train_all(
 
 
 def export_bundle(dynamics_cfg, out: str | Path, prompt_frames: int = 4) -> Path:
-    """Write the bundle from the finished dynamics run (its checkpoint holds the frozen tokenizer and LAM too)."""
+    """Write the bundle from the finished dynamics run (its checkpoint holds the frozen tokenizer and LAM too) and
+    return its path. In a multi-process launch only the launch's rank zero writes it (every rank of a DDP run
+    returns here after training; Lightning saved the checkpoint on global rank zero only); the others return the
+    path at once. Raises RunError when the run has no checkpoint."""
+    if not is_launch_rank_zero():
+        return Path(out)
     ckpt = load_checkpoint(dynamics_cfg.run_dir)
     config = expect_stage(ckpt, "dynamics", dynamics_cfg.run_dir)
     dynamics = DynamicsModel(dataclass_from(DynamicsConfig, config["model"]))
