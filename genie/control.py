@@ -94,6 +94,10 @@ def breakout_paddle_position(frames: torch.Tensor) -> tuple[torch.Tensor, torch.
     return torch.stack([row, col], -1), found
 
 
+# the trackers that follow one object: its position (row, col) and whether it was found, in float frames
+LOCATORS = {"player": player_position, "paddle": breakout_paddle_position}
+
+
 def scene_shift(before: torch.Tensor, after: torch.Tensor, max_shift: int | None = None) -> torch.Tensor:
     """The global motion from `before` to `after`, float frames (N, 3, H, W) each -> float64 (N, 2) (dy, dx)
     in pixels: `after` looks most like `before` moved by (dy, dx) (positive: content moved down, right).
@@ -137,11 +141,8 @@ def transition_motion(frames: torch.Tensor, tracker: str) -> torch.Tensor:
     piece in either frame), Breakout's paddle ("paddle": sideways only, nan where it is not found), or the
     scene's global motion ("scene": `scene_shift`). Raises ValueError for another tracker."""
     n, t = frames.shape[:2]
-    if tracker == "player":
-        pos, _ = player_position(frames.float().cpu())
-        return (pos[:, 1:] - pos[:, :-1]).double()
-    if tracker == "paddle":
-        pos, _ = breakout_paddle_position(frames.float().cpu())
+    if tracker in LOCATORS:
+        pos, _ = LOCATORS[tracker](frames.float().cpu())
         return (pos[:, 1:] - pos[:, :-1]).double()
     if tracker != "scene":
         raise ValueError(f"unknown motion tracker {tracker!r}; choose one of {', '.join(TRACKERS)}")
@@ -197,7 +198,7 @@ def hold_codes(
     displacement = np.full((len(prompts), k, 2), np.nan)
     first = torch.from_numpy(np.ascontiguousarray(prompts))
     start = np.full((len(prompts), 2), np.nan)
-    locate = {"player": player_position, "paddle": breakout_paddle_position}.get(tracker)
+    locate = LOCATORS.get(tracker)
     if locate is not None:
         start = locate(_float(first))[0].double().numpy()
     for offset in range(0, len(jobs), batch_size):
@@ -430,9 +431,8 @@ def choose_prompts(clips: list, frames: int, max_prompts: int, tracker: str, see
     for i in rng.permutation(len(clips)):
         video = clips[i]
         candidates = np.arange(max(1, len(video) - frames))
-        if tracker in ("player", "paddle"):
-            locate = player_position if tracker == "player" else breakout_paddle_position
-            found = locate(_float(torch.from_numpy(np.ascontiguousarray(video[candidates]))))[1].numpy()
+        if tracker in LOCATORS:
+            found = LOCATORS[tracker](_float(torch.from_numpy(np.ascontiguousarray(video[candidates]))))[1].numpy()
             candidates = candidates[found]
         if len(candidates):
             prompts.append(video[int(rng.choice(candidates))])
@@ -508,7 +508,6 @@ def evaluate_control(
         bounds = sprite_bounds(data_dir, prompts.shape[1:3])
     elif tracker == "paddle":
         bounds = paddle_bounds(clips)
-
     return control_scores(real, held, world.num_actions, action_map, names, bounds, seed=seed)
 
 
