@@ -84,3 +84,29 @@ def test_scores_on_held_out_levels_as_shipped(world, heldout):
     assert metrics["rollout_psnr@4"] > ROLLOUT4_BAR
     assert metrics["delta_t_psnr"] > DELTA_T_BAR  # the inferred latent actions beat random ones
     assert metrics["control_fidelity"] > CONTROL_BAR  # held keys move the level some of the way the game does
+
+
+def test_a_dynamics_run_starts_from_the_bundles_dynamics_weights():
+    # `init` fine-tunes: the stage's model holds the bundle's weights before its first step, the sampling settings
+    # stay the config's, and another architecture is a one-line error naming the option to set
+    from genie.config import ConfigError, DataConfig
+    from genie.models.dynamics import DynamicsConfig, DynamicsModel
+    from genie.training.dynamics_stage import DynamicsModule, DynamicsRunConfig, start_from
+
+    raw = torch.load(BUNDLE, map_location="cpu", weights_only=True)["dynamics"]
+    model = DynamicsConfig(**{**raw["config"], "temperature": 0.0})
+    data = DataConfig(resolution=64, seq_len=8)
+    cfg = DynamicsRunConfig(tokenizer=str(BUNDLE), lam=str(BUNDLE), init=str(BUNDLE), model=model, data=data)
+    module = DynamicsModule(cfg)
+    for name, weight in module.model.state_dict().items():
+        assert torch.equal(weight, raw["state_dict"][name]), name
+    assert module.model.cfg.temperature == 0.0
+    scratch = DynamicsRunConfig(tokenizer=str(BUNDLE), lam=str(BUNDLE), model=model, data=cfg.data)
+    weight = DynamicsModule(scratch).model.state_dict()["token_embed.weight"]
+    assert not torch.equal(weight, raw["state_dict"]["token_embed.weight"]), "without init: fresh weights"
+
+    other = DynamicsModel(DynamicsConfig(**{**raw["config"], "dim": 64, "num_heads": 2}))
+    with pytest.raises(
+        ConfigError, match=r"coinrun-cpu.pt: .*another architecture; set model.dim=128 model.num_heads=4"
+    ):
+        start_from(other, BUNDLE)

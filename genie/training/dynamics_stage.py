@@ -14,6 +14,7 @@ from genie.data.datamodule import VideoDataModule
 from genie.data.ranks import local_rank
 from genie.data.token_cache import TokenDataModule
 from genie.metrics import psnr
+from genie.models.checkpoint import load_stage_model, load_weights
 from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.models.lam import LatentActionModel, load_lam
 from genie.models.pixels import float_to_video, video_to_float
@@ -33,6 +34,10 @@ class DynamicsRunConfig:
     """tokenizer checkpoint or run folder"""
     lam: str = "runs/lam"
     """LAM checkpoint or run folder"""
+    init: str | None = None
+    """dynamics weights to start from (fine-tuning): a dynamics .ckpt, its run folder or a world-model bundle,
+    of the same architecture as `model`; null trains from scratch. The optimiser and schedule start afresh; a run
+    folder that already has a checkpoint resumes from it instead"""
     data: DataConfig = field(default_factory=DataConfig)
     """data: the video folder, clips and loader"""
     model: DynamicsConfig = field(default_factory=DynamicsConfig)
@@ -61,6 +66,29 @@ def load_frozen(cfg: DynamicsRunConfig):
             )
         model.requires_grad_(False).eval()
     return tokenizer, lam
+
+
+def start_from(model: DynamicsModel, path: str | Path) -> None:
+    """Load the dynamics weights of `path` (a dynamics .ckpt, its run folder or a world-model bundle) into `model`
+    (fine-tuning). Raises RunError (one line, naming the file) when it holds no dynamics model or its weights do
+    not fit, ConfigError naming the options to set when an architecture option differs. Training and sampling
+    settings (context_noise, maskgit_steps, temperature, ...) are not weights and stay `model`'s."""
+    trained = load_stage_model(path, "dynamics", DynamicsConfig, DynamicsModel, label="dynamics model")
+    differ = [
+        f"model.{name}={getattr(trained.cfg, name)}"
+        for name in ARCHITECTURE
+        if getattr(trained.cfg, name) != getattr(model.cfg, name)
+    ]
+    if differ:
+        raise ConfigError(f"init {path}: its dynamics model has another architecture; set {' '.join(differ)}")
+    load_weights(model, trained.state_dict(), path, "dynamics model")
+
+
+# the DynamicsConfig fields that shape the weights (the rest are training or sampling settings)
+ARCHITECTURE = (
+    "num_codes", "grid", "num_actions", "max_frames", "dim", "depth", "num_heads", "mlp_ratio",
+    "tie_embeddings", "prev_frame_input", "prev_frame_kernel",
+)  # fmt: skip
 
 
 @torch.no_grad()
@@ -97,6 +125,8 @@ class DynamicsModule(StageModule):
         super().__init__(cfg)  # after the model config follows the tokenizer and LAM: the checkpoint holds it
         self.tokenizer, self.lam = tokenizer, lam
         self.model = DynamicsModel(cfg.model)
+        if cfg.init:
+            start_from(self.model, cfg.init)
 
     @staticmethod
     def make_datamodule(cfg: DynamicsRunConfig, progress: bool = True) -> VideoDataModule:
