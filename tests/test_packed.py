@@ -289,3 +289,33 @@ def test_run_killed_mid_epoch_resumes_without_repeating_or_skipping_a_clip(packe
     assert read_steps(cut) == read_steps(whole)
     first_epoch = [(v, s) for step, v, s in read_steps(whole) if step < clips // 4]
     assert len(first_epoch) == len(set(first_epoch)) == (clips // 4) * 4
+
+
+def test_the_token_cache_of_a_pack_holds_its_clips_ids_and_is_reused(packed, tmp_path):
+    # the dynamics stage's token cache reads a pack once, in its stored order, as it reads a folder (issue 25)
+    from einops import rearrange
+    from tiny import tiny_lam, tiny_tokenizer
+
+    from genie.data.token_cache import META_FILE, TokenDataModule
+    from genie.models.pixels import video_to_float
+
+    torch.manual_seed(0)
+    tokenizer, lam = tiny_tokenizer().eval(), tiny_lam().eval()
+    cfg = DataConfig(dir=str(packed), batch_size=4, num_workers=0, **CUT)
+    datamodule = TokenDataModule(cfg, tmp_path / "cache")
+    datamodule.build_cache(tokenizer, lam, torch.device("cpu"), "32-true", progress=False)
+    datamodule.setup()
+    source = packed_split(packed, "train")
+    assert len(datamodule.train_tokens) == len(source) == read_manifest(packed)["splits"]["train"]["clips"]
+    with torch.no_grad():
+        for i in (0, len(source) // 2, len(source) - 1):
+            video = video_to_float(source[i]["video"][None])
+            row = datamodule.train_tokens[i]
+            assert torch.equal(row["ids"], rearrange(tokenizer.encode(video), "b t h w -> b t (h w)")[0])
+            assert torch.equal(row["latent_actions"], lam.infer_actions(video)[0])
+    meta = (tmp_path / "cache" / META_FILE).read_text()
+    again = TokenDataModule(cfg, tmp_path / "cache")
+    again.build_cache(tokenizer, lam, torch.device("cpu"), "32-true", progress=False)
+    assert (tmp_path / "cache" / META_FILE).read_text() == meta, "the same pack and models: the cache is reused"
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["ids"].shape == (4, 4, 64) and batch["latent_actions"].shape == (4, 3)

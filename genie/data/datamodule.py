@@ -101,13 +101,14 @@ class VideoDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_sampler(self) -> ClipStream:
-        """The resumable, rank-sharded stream of training clip indices."""
+    def train_sampler(self, num_clips: int | None = None) -> ClipStream:
+        """The resumable, rank-sharded stream of training clip indices (over `num_clips`; default: the training
+        set's)."""
         self.setup()
         trainer = self.trainer
         # read at every iter(): after a resume (or at a new epoch) the stream continues from the current step
         return ClipStream(
-            len(self.train_set),
+            len(self.train_set) if num_clips is None else num_clips,
             self.cfg.batch_size,
             seed=self.cfg.seed,
             start_step=(lambda: trainer.global_step) if trainer else 0,

@@ -10,7 +10,9 @@ is encoded once and the results are read back from memory-mapped arrays in `<run
                  finished one
 
 The cache is keyed by the tokenizer and LAM weights, the clip settings and the training videos (path,
-size, modification time): when any of them changes it is rebuilt. Clips are deterministic (no random
+size, modification time; for a packed dataset, its manifest's training files and their fingerprints): when any
+of them changes it is rebuilt. A packed `data.dir` is read once in its stored order (`PackedClips`), so the
+cache serves a pack as it serves a folder; training then reads only the cache. Clips are deterministic (no random
 crops), and the tokenizer and LAM are in eval mode, so the cached ids are the ones the stage would
 compute itself. Validation still reads video: its rollout metrics need the pixels.
 """
@@ -51,12 +53,12 @@ def weights_digest(*models: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_key(clips: VideoClips, tokenizer: torch.nn.Module, lam: torch.nn.Module, precision: str) -> dict:
-    """Everything the cached arrays depend on, as plain data (compared as a whole)."""
+def source_key(clips) -> dict:
+    """What the clips of a video folder (VideoClips) or a packed dataset (PackedClips) are, as plain data: the cut
+    and the source files."""
+    if isinstance(clips, PackedClips):
+        return clips.key
     return {
-        "version": CACHE_VERSION,
-        "weights": weights_digest(tokenizer, lam),
-        "precision": precision,
         "seq_len": clips.seq_len,
         "resolution": json_resolution(clips.resolution),
         "fit": clips.fit,
@@ -64,6 +66,37 @@ def cache_key(clips: VideoClips, tokenizer: torch.nn.Module, lam: torch.nn.Modul
         "clips": hashlib.sha256(json.dumps(clips.clips).encode()).hexdigest(),
         "videos": videos_digest(clips.videos),
     }
+
+
+def cache_key(clips, tokenizer: torch.nn.Module, lam: torch.nn.Module, precision: str) -> dict:
+    """Everything the cached arrays depend on, as plain data (compared as a whole)."""
+    return {
+        "version": CACHE_VERSION,
+        "weights": weights_digest(tokenizer, lam),
+        "precision": precision,
+        **source_key(clips),
+    }
+
+
+class PackedClips(Dataset):
+    """The training clips of a packed dataset (genie/data/packed.py) in their stored order, map-style: what the
+    token cache encodes, row n from clip n. `key` names the pack's cut and its training files' fingerprints.
+    Raises DataError for a missing or damaged split."""
+
+    def __init__(self, path: str | Path, manifest: dict):
+        from genie.data.packed import CUT_KEYS, packed_split
+
+        self.dataset = packed_split(path, "train")
+        train = manifest["splits"]["train"]
+        self.key = {key: manifest[key] for key in CUT_KEYS}
+        self.seq_len = manifest["seq_len"]
+        self.key["pack"] = hashlib.sha256(json.dumps([train["files"], train["fingerprints"]]).encode()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[index]
 
 
 @torch.no_grad()
@@ -78,7 +111,8 @@ def build_token_cache(
     num_workers: int = 2,
     progress: bool = True,
 ) -> Path:
-    """Encode every clip of `clips` with the frozen models and write the cache to `cache_dir` (atomically)."""
+    """Encode every clip of `clips` (VideoClips, or PackedClips) with the frozen models and write the cache to
+    `cache_dir` (atomically)."""
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
@@ -91,7 +125,9 @@ def build_token_cache(
     ids_out = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=id_dtype, shape=(n, t, tokens_per_frame))
     actions_out = np.lib.format.open_memmap(tmp / "actions.npy", mode="w+", dtype=action_dtype, shape=(n, t - 1))
     tokenizer, lam = tokenizer.to(device).eval(), lam.to(device).eval()
-    loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # a packed split is read in one process: litdata's workers would each stream a share, not rows in order
+    workers = 0 if isinstance(clips, PackedClips) else num_workers
+    loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=workers)
     start, row = time.perf_counter(), 0
     with tqdm(total=n, desc="token cache", unit="clip", disable=None if progress else True) as bar:
         for batch in loader:
@@ -172,12 +208,14 @@ class TokenDataModule(VideoDataModule):
         super().__init__(cfg)
         self.cache_dir = Path(cache_dir)
         self.train_tokens: TokenClips | None = None
+        self._packed: PackedClips | None = None
 
     def build_cache(self, tokenizer, lam, device: torch.device, precision: str, progress: bool = True) -> Path:
-        """Encode the training clips (or reuse a matching cache); call before training starts."""
+        """Encode the training clips (or reuse a matching cache); call before training starts. A packed data.dir
+        is read in its stored order (PackedClips)."""
         super().setup()
         return ensure_token_cache(
-            self.train_set,
+            self._clips(),
             tokenizer,
             lam,
             self.cache_dir,
@@ -188,22 +226,31 @@ class TokenDataModule(VideoDataModule):
             progress=progress,
         )
 
+    def _clips(self):
+        """The training clips the cache rows follow: the folder's VideoClips, or a packed dataset's PackedClips."""
+        if self.manifest is None:
+            return self.train_set
+        if self._packed is None:
+            self._packed = PackedClips(self.cfg.dir, self.manifest)
+        return self._packed
+
     def setup(self, stage: str | None = None) -> None:
         """VideoDataModule.setup, then open the token cache. Raises RuntimeError when the cache holds a different
         number of clips than the training set (delete the folder to rebuild it); DataError as VideoDataModule.setup."""
         super().setup(stage)
         if self.train_tokens is None:
             self.train_tokens = TokenClips(self.cache_dir)
-            if len(self.train_tokens) != len(self.train_set):
+            if len(self.train_tokens) != len(self._clips()):
                 raise RuntimeError(
-                    f"{self.cache_dir}: {len(self.train_tokens)} cached clips for {len(self.train_set)} "
+                    f"{self.cache_dir}: {len(self.train_tokens)} cached clips for {len(self._clips())} "
                     f"training clips; delete the folder to rebuild it"
                 )
 
     def train_dataloader(self) -> DataLoader:
         """Batches {"ids": int64 (B, T, S), "latent_actions": int64 (B, T-1)} from the token cache, in the same
-        clip order as video training."""
-        sampler = self.train_sampler()  # sets up the clips and the cache first
+        clip order as video training (for a pack too: the resumable, rank-sharded ClipStream over the cached rows)."""
+        self.setup()  # the clips and the cache first
+        sampler = self.train_sampler(len(self.train_tokens))
         # the same clip order as video training; reading a few kB of ids per clip needs no worker processes
         return DataLoader(
             self.train_tokens,

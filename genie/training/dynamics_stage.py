@@ -136,13 +136,6 @@ class DynamicsModule(StageModule):
         when they were trained at another resolution than data.resolution."""
         if not cfg.token_cache:
             return StageModule.make_datamodule(cfg)
-        from genie.data.packed import is_packed
-
-        if is_packed(cfg.data.dir):
-            raise ConfigError(
-                f"{cfg.data.dir}: token_cache reads a video folder; with a packed dataset set token_cache=false "
-                "(the clips are tokenized as they stream)"
-            )
         datamodule = TokenDataModule(cfg.data, Path(cfg.run_dir) / "token_cache")
         use_gpu = cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         device = torch.device("cuda", local_rank()) if use_gpu else torch.device("cpu")
