@@ -91,7 +91,8 @@ def test_a_dynamics_run_starts_from_the_bundles_dynamics_weights():
     # stay the config's, and another architecture is a one-line error naming the option to set
     from genie.config import ConfigError, DataConfig
     from genie.models.dynamics import DynamicsConfig, DynamicsModel
-    from genie.training.dynamics_stage import DynamicsModule, DynamicsRunConfig, start_from
+    from genie.models.tokenizer import load_tokenizer
+    from genie.training.dynamics_stage import DynamicsModule, DynamicsRunConfig, check_same_tokenizer, start_from
 
     raw = torch.load(BUNDLE, map_location="cpu", weights_only=True)["dynamics"]
     model = DynamicsConfig(**{**raw["config"], "temperature": 0.0})
@@ -110,3 +111,12 @@ def test_a_dynamics_run_starts_from_the_bundles_dynamics_weights():
         ConfigError, match=r"coinrun-cpu.pt: .*another architecture; set model.dim=128 model.num_heads=4"
     ):
         start_from(other, BUNDLE)
+    shorter = DynamicsModel(DynamicsConfig(**{**raw["config"], "max_frames": 4}))
+    with pytest.raises(ConfigError, match=r"another architecture; set data.seq_len=8$"):  # a field the data decides
+        start_from(shorter, BUNDLE)
+    tokenizer = load_tokenizer(BUNDLE)
+    check_same_tokenizer(BUNDLE, tokenizer)  # the bundle's own tokenizer: its ids are the dynamics model's
+    with torch.no_grad():
+        next(iter(tokenizer.parameters())).add_(0.01)
+    with pytest.raises(ConfigError, match=r"coinrun-cpu.pt: its dynamics model was trained on another tokenizer"):
+        check_same_tokenizer(BUNDLE, tokenizer)

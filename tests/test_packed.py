@@ -291,7 +291,7 @@ def test_run_killed_mid_epoch_resumes_without_repeating_or_skipping_a_clip(packe
     assert len(first_epoch) == len(set(first_epoch)) == (clips // 4) * 4
 
 
-def test_the_token_cache_of_a_pack_holds_its_clips_ids_and_is_reused(packed, tmp_path):
+def test_the_token_cache_of_a_pack_holds_its_clips_ids_and_is_reused(packed, tmp_path, monkeypatch):
     # the dynamics stage's token cache reads a pack once, in its stored order, as it reads a folder (issue 25)
     from einops import rearrange
     from tiny import tiny_lam, tiny_tokenizer
@@ -301,11 +301,14 @@ def test_the_token_cache_of_a_pack_holds_its_clips_ids_and_is_reused(packed, tmp
 
     torch.manual_seed(0)
     tokenizer, lam = tiny_tokenizer().eval(), tiny_lam().eval()
+    source = packed_split(packed, "train")  # every clip, in stored order (one process)
+    # as torchrun and Lightning's launcher start each rank, before torch.distributed is initialised: local rank 0
+    # must still encode every clip (litdata would take its share by WORLD_SIZE)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     cfg = DataConfig(dir=str(packed), batch_size=4, num_workers=0, **CUT)
     datamodule = TokenDataModule(cfg, tmp_path / "cache")
     datamodule.build_cache(tokenizer, lam, torch.device("cpu"), "32-true", progress=False)
     datamodule.setup()
-    source = packed_split(packed, "train")
     assert len(datamodule.train_tokens) == len(source) == read_manifest(packed)["splits"]["train"]["clips"]
     with torch.no_grad():
         for i in (0, len(source) // 2, len(source) - 1):

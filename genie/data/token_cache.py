@@ -84,13 +84,25 @@ class PackedClips(Dataset):
     Raises DataError for a missing or damaged split."""
 
     def __init__(self, path: str | Path, manifest: dict):
+        from litdata.utilities.env import _DistributedEnv
+
+        from genie.data.clips import DataError
         from genie.data.packed import CUT_KEYS, packed_split
 
         self.dataset = packed_split(path, "train")
+        # every clip, in order, in this one process: litdata would otherwise take this rank's share from WORLD_SIZE
+        # (set by torchrun and Lightning's launcher before torch.distributed is initialised)
+        self.dataset.distributed_env = _DistributedEnv(world_size=1, global_rank=0, num_nodes=1)
         train = manifest["splits"]["train"]
-        self.key = {key: manifest[key] for key in CUT_KEYS}
+        if len(self.dataset) != train["clips"]:
+            raise DataError(
+                f"{path}: {len(self.dataset)} training clips in the shards, {train['clips']} in its manifest"
+            )
+        self.key = {key: manifest[key] for key in (*CUT_KEYS, "clip_step")}
+        self.key["pack"] = hashlib.sha256(
+            json.dumps([train["clips"], train["files"], train["fingerprints"]]).encode()
+        ).hexdigest()
         self.seq_len = manifest["seq_len"]
-        self.key["pack"] = hashlib.sha256(json.dumps([train["files"], train["fingerprints"]]).encode()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -75,7 +75,7 @@ def start_from(model: DynamicsModel, path: str | Path) -> None:
     settings (context_noise, maskgit_steps, temperature, ...) are not weights and stay `model`'s."""
     trained = load_stage_model(path, "dynamics", DynamicsConfig, DynamicsModel, label="dynamics model")
     differ = [
-        f"model.{name}={getattr(trained.cfg, name)}"
+        f"{FOLLOWS.get(name, f'model.{name}')}={getattr(trained.cfg, name)}"
         for name in ARCHITECTURE
         if getattr(trained.cfg, name) != getattr(model.cfg, name)
     ]
@@ -84,11 +84,30 @@ def start_from(model: DynamicsModel, path: str | Path) -> None:
     load_weights(model, trained.state_dict(), path, "dynamics model")
 
 
+def check_same_tokenizer(path: str | Path, tokenizer: VideoTokenizer) -> None:
+    """Raise ConfigError (one line) when the world-model bundle `path` holds other tokenizer weights than
+    `tokenizer`: its dynamics model's token ids would mean other image patches. Checkpoints and run folders hold
+    no tokenizer and are not checked."""
+    from genie.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") != "genie-bundle" or not isinstance(ckpt.get("tokenizer"), dict):
+        return
+    theirs, ours = ckpt["tokenizer"]["state_dict"], tokenizer.state_dict()
+    if set(theirs) != set(ours) or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours):
+        raise ConfigError(
+            f"init {path}: its dynamics model was trained on another tokenizer's ids; set --tokenizer {path} "
+            "(or init from a dynamics run trained on this tokenizer)"
+        )
+
+
 # the DynamicsConfig fields that shape the weights (the rest are training or sampling settings)
 ARCHITECTURE = (
     "num_codes", "grid", "num_actions", "max_frames", "dim", "depth", "num_heads", "mlp_ratio",
     "tie_embeddings", "prev_frame_input", "prev_frame_kernel",
 )  # fmt: skip
+# the architecture fields the data, tokenizer and LAM decide (genie.config.follow_data): what to set instead
+FOLLOWS = {"max_frames": "data.seq_len", "num_codes": "--tokenizer", "grid": "--tokenizer", "num_actions": "--lam"}
 
 
 @torch.no_grad()
@@ -126,6 +145,7 @@ class DynamicsModule(StageModule):
         self.tokenizer, self.lam = tokenizer, lam
         self.model = DynamicsModel(cfg.model)
         if cfg.init:
+            check_same_tokenizer(cfg.init, tokenizer)
             start_from(self.model, cfg.init)
 
     @staticmethod

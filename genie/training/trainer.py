@@ -9,6 +9,7 @@ config differs is refused rather than silently mixed.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -371,6 +372,8 @@ def train_stage(task_cls: type, cfg: Any, overwrite: bool = False, progress: boo
     if resume is not None and int(check_resumable(resume, task_cls.stage)["global_step"]) >= cfg.train.max_steps:
         log.warning("%s already trained to %d steps: %s", task_cls.stage, cfg.train.max_steps, resume)
         return Path(cfg.run_dir)
+    if resume is not None and getattr(cfg, "init", None):
+        cfg = dataclasses.replace(cfg, init=None)  # the checkpoint holds the weights: `init` is for the first start
     datamodule = task_cls.make_datamodule(cfg)
     # seeded before the model is built: its initial weights are part of the run (fit seeds again for training)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
