@@ -86,7 +86,7 @@ def test_scores_on_held_out_levels_as_shipped(world, heldout):
     assert metrics["control_fidelity"] > CONTROL_BAR  # held keys move the level some of the way the game does
 
 
-def test_a_dynamics_run_starts_from_the_bundles_dynamics_weights():
+def test_a_dynamics_run_starts_from_the_bundles_dynamics_weights(tmp_path):
     # `init` fine-tunes: the stage's model holds the bundle's weights before its first step, the sampling settings
     # stay the config's, and another architecture is a one-line error naming the option to set
     from genie.config import ConfigError, DataConfig
@@ -120,3 +120,10 @@ def test_a_dynamics_run_starts_from_the_bundles_dynamics_weights():
         next(iter(tokenizer.parameters())).add_(0.01)
     with pytest.raises(ConfigError, match=r"coinrun-cpu.pt: its dynamics model was trained on another tokenizer"):
         check_same_tokenizer(BUNDLE, tokenizer)
+    # a dynamics training checkpoint holds its frozen tokenizer under `tokenizer.`: checked the same way
+    tokens = torch.load(BUNDLE, map_location="cpu", weights_only=True)["tokenizer"]["state_dict"]
+    ckpt = tmp_path / "dynamics.ckpt"
+    torch.save({"state_dict": {f"tokenizer.{k}": v for k, v in tokens.items()}}, ckpt)
+    check_same_tokenizer(ckpt, load_tokenizer(BUNDLE))
+    with pytest.raises(ConfigError, match=r"dynamics.ckpt: its dynamics model was trained on another tokenizer"):
+        check_same_tokenizer(ckpt, tokenizer)

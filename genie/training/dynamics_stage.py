@@ -85,19 +85,22 @@ def start_from(model: DynamicsModel, path: str | Path) -> None:
 
 
 def check_same_tokenizer(path: str | Path, tokenizer: VideoTokenizer) -> None:
-    """Raise ConfigError (one line) when the world-model bundle `path` holds other tokenizer weights than
-    `tokenizer`: its dynamics model's token ids would mean other image patches. Checkpoints and run folders hold
-    no tokenizer and are not checked."""
+    """Raise ConfigError (one line) when `path` (a world-model bundle, or a dynamics .ckpt or run folder, whose
+    state holds the frozen tokenizer under `tokenizer.`) holds other tokenizer weights than `tokenizer`: its
+    dynamics model's token ids would mean other image patches."""
     from genie.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    if ckpt.get("format") != "genie-bundle" or not isinstance(ckpt.get("tokenizer"), dict):
-        return
-    theirs, ours = ckpt["tokenizer"]["state_dict"], tokenizer.state_dict()
-    if set(theirs) != set(ours) or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours):
+    if ckpt.get("format") == "genie-bundle":
+        theirs = (ckpt.get("tokenizer") or {}).get("state_dict") or {}
+    else:
+        state = ckpt.get("state_dict") or {}
+        theirs = {k.removeprefix("tokenizer."): v for k, v in state.items() if k.startswith("tokenizer.")}
+    ours = tokenizer.state_dict()
+    if theirs and (set(theirs) != set(ours) or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours)):
         raise ConfigError(
-            f"init {path}: its dynamics model was trained on another tokenizer's ids; set --tokenizer {path} "
-            "(or init from a dynamics run trained on this tokenizer)"
+            f"init {path}: its dynamics model was trained on another tokenizer's ids; set --tokenizer to the "
+            "tokenizer it was trained on (or init from a dynamics run trained on this tokenizer)"
         )
 
 
