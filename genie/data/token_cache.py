@@ -252,9 +252,10 @@ class TokenDataModule(VideoDataModule):
         super().setup(stage)
         if self.train_tokens is None:
             self.train_tokens = TokenClips(self.cache_dir)
-            if len(self.train_tokens) != len(self._clips()):
+            expected = len(self._clips())
+            if len(self.train_tokens) != expected:
                 raise RuntimeError(
-                    f"{self.cache_dir}: {len(self.train_tokens)} cached clips for {len(self._clips())} "
+                    f"{self.cache_dir}: {len(self.train_tokens)} cached clips for {expected} "
                     f"training clips; delete the folder to rebuild it"
                 )
 

@@ -14,7 +14,7 @@ from genie.data.datamodule import VideoDataModule
 from genie.data.ranks import local_rank
 from genie.data.token_cache import TokenDataModule
 from genie.metrics import psnr
-from genie.models.checkpoint import load_stage_model, load_weights
+from genie.models.checkpoint import load_checkpoint, load_stage_model, load_weights
 from genie.models.dynamics import DynamicsConfig, DynamicsModel
 from genie.models.lam import LatentActionModel, load_lam
 from genie.models.pixels import float_to_video, video_to_float
@@ -68,12 +68,13 @@ def load_frozen(cfg: DynamicsRunConfig):
     return tokenizer, lam
 
 
-def start_from(model: DynamicsModel, path: str | Path) -> None:
+def start_from(model: DynamicsModel, path: str | Path, ckpt: dict | None = None) -> None:
     """Load the dynamics weights of `path` (a dynamics .ckpt, its run folder or a world-model bundle) into `model`
     (fine-tuning). Raises RunError (one line, naming the file) when it holds no dynamics model or its weights do
     not fit, ConfigError naming the options to set when an architecture option differs. Training and sampling
-    settings (context_noise, maskgit_steps, temperature, ...) are not weights and stay `model`'s."""
-    trained = load_stage_model(path, "dynamics", DynamicsConfig, DynamicsModel, label="dynamics model")
+    settings (context_noise, maskgit_steps, temperature, ...) are not weights and stay `model`'s. `ckpt`: the file,
+    already loaded."""
+    trained = load_stage_model(path, "dynamics", DynamicsConfig, DynamicsModel, label="dynamics model", ckpt=ckpt)
     differ = [
         f"{FOLLOWS.get(name, f'model.{name}')}={getattr(trained.cfg, name)}"
         for name in ARCHITECTURE
@@ -84,13 +85,11 @@ def start_from(model: DynamicsModel, path: str | Path) -> None:
     load_weights(model, trained.state_dict(), path, "dynamics model")
 
 
-def check_same_tokenizer(path: str | Path, tokenizer: VideoTokenizer) -> None:
+def check_same_tokenizer(path: str | Path, tokenizer: VideoTokenizer, ckpt: dict | None = None) -> None:
     """Raise ConfigError (one line) when `path` (a world-model bundle, or a dynamics .ckpt or run folder, whose
     state holds the frozen tokenizer under `tokenizer.`) holds other tokenizer weights than `tokenizer`: its
-    dynamics model's token ids would mean other image patches."""
-    from genie.models.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
+    dynamics model's token ids would mean other image patches. `ckpt`: the file, already loaded."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     if ckpt.get("format") == "genie-bundle":
         theirs = (ckpt.get("tokenizer") or {}).get("state_dict") or {}
     else:
@@ -148,8 +147,9 @@ class DynamicsModule(StageModule):
         self.tokenizer, self.lam = tokenizer, lam
         self.model = DynamicsModel(cfg.model)
         if cfg.init:
-            check_same_tokenizer(cfg.init, tokenizer)
-            start_from(self.model, cfg.init)
+            ckpt = load_checkpoint(cfg.init)  # read once for both checks and the weights
+            check_same_tokenizer(cfg.init, tokenizer, ckpt)
+            start_from(self.model, cfg.init, ckpt)
 
     @staticmethod
     def make_datamodule(cfg: DynamicsRunConfig, progress: bool = True) -> VideoDataModule:
