@@ -322,3 +322,133 @@ def test_the_token_cache_of_a_pack_holds_its_clips_ids_and_is_reused(packed, tmp
     assert (tmp_path / "cache" / META_FILE).read_text() == meta, "the same pack and models: the cache is reused"
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["ids"].shape == (4, 4, 64) and batch["latent_actions"].shape == (4, 3)
+
+
+@pytest.fixture
+def s3_store(monkeypatch):
+    """An S3 endpoint on this machine (moto's server; no network here): the bucket s3://genie-test, reached by
+    boto3, s3fs and litdata's obstore client through AWS_ENDPOINT_URL. Yields a boto3 client of it."""
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    import socket
+
+    import boto3
+    import litdata.streaming.downloader as downloader
+    import s3fs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = dict(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # the endpoint speaks plain http, which obstore refuses unless told (a real bucket is https)
+    monkeypatch.setattr(
+        downloader, "_OBSTORE_CLIENT_OPTIONS", {**downloader._OBSTORE_CLIENT_OPTIONS, "allow_http": True}
+    )
+    s3fs.S3FileSystem.clear_instance_cache()
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="genie-test")
+    yield client
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+def _objects(client, prefix: str) -> dict[str, object]:
+    listing = client.list_objects_v2(Bucket="genie-test", Prefix=prefix).get("Contents", [])
+    return {o["Key"].removeprefix(prefix): o["LastModified"] for o in listing}
+
+
+@pytest.mark.slow
+def test_pack_in_an_object_store_streams_the_same_clips_and_resumes_when_killed(
+    sprite_data, packed, s3_store, tmp_path, caplog
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with pytest.raises(DataError, match="name a prefix inside the bucket"):
+        pack(sprite_data, "s3://genie-test", **CUT)
+    uri = "s3://genie-test/sprites"
+    pack(sprite_data, uri, num_workers=2, **CUT)
+    assert read_manifest(uri)["splits"] == read_manifest(packed)["splits"]
+    for split in ("train", "val"):
+        want = {key(item): item for item in packed_split(packed, split)}
+        got = packed_split(uri, split)
+        assert len(got) == len(want) and {key(item) for item in got} == set(want)
+        assert all(torch.equal(item["video"], want[key(item)]["video"]) for item in got)
+    with pytest.raises(DataError, match="already a packed dataset"):
+        pack(sprite_data, uri, **CUT)
+
+    # killed while packing into the store, then run again: the chunks it finished are not uploaded again
+    killed = "s3://genie-test/killed"
+    allow_http = "import litdata.streaming.downloader as d\nd._OBSTORE_CLIENT_OPTIONS['allow_http'] = True\n"
+    script = allow_http + SLOW_PACK.replace("{cut}", repr(CUT))  # the fixture's patch, in the killed process
+    proc = subprocess.Popen([sys.executable, "-c", script, str(sprite_data), killed], start_new_session=True)
+    deadline = time.time() + 120
+
+    def finished_chunks() -> list[str]:
+        try:
+            body = s3_store.get_object(Bucket="genie-test", Key="killed/train/.checkpoints/checkpoint-0.json")["Body"]
+            return [c["filename"] for c in json.loads(body.read())["chunks"]]
+        except Exception:
+            return []
+
+    def uploaded_and_listed() -> dict[str, object]:
+        listed = finished_chunks()  # litdata's checkpoint may name chunks not uploaded yet (pack trims it)
+        return {name: stamp for name, stamp in _objects(s3_store, "killed/train/").items() if name in listed}
+
+    while time.time() < deadline and proc.poll() is None and len(uploaded_and_listed()) < 2:
+        time.sleep(0.2)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = uploaded_and_listed()
+    assert len(kept) >= 2 and "genie_pack.json" not in _objects(s3_store, "killed/")
+    with caplog.at_level("INFO", logger="genie.data.packed"):
+        pack(sprite_data, killed, num_workers=2, chunk_bytes="50KB", **CUT)
+    assert "resuming the killed pack" in caplog.text
+    after = _objects(s3_store, "killed/train/")
+    assert {name: after[name] for name in kept} == kept and "genie_pack.partial.json" not in _objects(
+        s3_store, "killed/"
+    )
+    for split in ("train", "val"):
+        want = {key(item) for item in packed_split(packed, split)}
+        got = [key(item) for item in packed_split(killed, split, shuffle=False)]
+        assert len(got) == len(want) and set(got) == want  # none repeated or missing
+
+    # a shard that never arrived (litdata logs a failed upload and goes on) is a one-line error naming it
+    s3_store.delete_object(Bucket="genie-test", Key="sprites/val/chunk-0-0.bin")
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.raises(DataError, match=r"s3://genie-test/sprites/val/chunk-0-0.bin: shard missing"):
+        packed_split(uri, "val")
+
+
+def test_a_checkpoint_ahead_of_its_chunks_is_cut_back_to_them(tmp_path, caplog):
+    import fsspec
+
+    from genie.data.packed import _trim_checkpoints
+
+    split = tmp_path / "train"
+    (split / ".checkpoints").mkdir(parents=True)
+    for name in ("chunk-1-0.bin", "chunk-1-1.bin", "chunk-1-3.bin"):  # chunk 2 never arrived
+        (split / name).write_bytes(b"x")
+    chunks = [{"filename": f"chunk-1-{i}.bin", "chunk_size": 5 + i} for i in range(4)]
+    state = {"chunks": chunks, "inputs_done": 26, "samples_written": 26, "next_chunk_index": 4, "done_till_index": 26}
+    (split / ".checkpoints" / "checkpoint-1.json").write_text(json.dumps(state))
+    (split / ".checkpoints" / "checkpoint-0.json").write_text(json.dumps({**state, "chunks": []}))
+    (split / ".checkpoints" / "checkpoint-2.json").write_text(json.dumps({"chunks": [{"name": "odd"}]}))
+    with caplog.at_level("WARNING", logger="genie.data.packed"):
+        _trim_checkpoints(fsspec.filesystem("file"), str(split))
+    cut = json.loads((split / ".checkpoints" / "checkpoint-1.json").read_text())
+    assert [c["filename"] for c in cut["chunks"]] == ["chunk-1-0.bin", "chunk-1-1.bin"]
+    assert cut["inputs_done"] == cut["samples_written"] == cut["done_till_index"] == 11 and cut["next_chunk_index"] == 2
+    assert json.loads((split / ".checkpoints" / "checkpoint-0.json").read_text())["chunks"] == []  # left alone
+    assert not (split / ".checkpoints" / "checkpoint-2.json").exists()  # a shape it cannot read: that worker restarts
+    assert "names 4 chunks, 2 of them written" in caplog.text

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,11 +139,13 @@ def pack(
 
     The clips are cut as genie.data.clips.VideoClips cuts them (seq_len frames, frame_stride apart, a new clip
     every clip_step frames; the validation split every span frames) and split by file as training splits a folder
-    (val_fraction, seed). Unreadable videos are skipped and counted (genie.data.clips.usable_videos). A local
-    `out` that already holds a finished pack is refused unless `overwrite`. A killed local pack resumes: run with
-    the same arguments on the same files, the finished split is kept and the other continues from its last
-    finished chunks (litdata's `use_checkpoint`); with other settings or files it is packed again from the
-    start. Raises DataError for an unusable `src` or an existing `out`.
+    (val_fraction, seed). Unreadable videos are skipped and counted (genie.data.clips.usable_videos). An
+    `out` (a local folder or an object-store prefix, s3://bucket/prefix) that already holds a finished pack is
+    refused unless `overwrite`. A killed pack resumes, locally or in the store: run with the same arguments on the
+    same files, the finished split is kept and the other continues from its last finished chunks (litdata's
+    `use_checkpoint`); with other settings or files it is packed again from the start. Every shard is checked
+    against its index.json once written (litdata logs a failed upload and goes on). Raises DataError for an
+    unusable `src`, an existing `out` or a shard that did not arrive.
     """
     from litdata import optimize  # lazy: only packing and packed training need litdata
 
@@ -152,9 +154,10 @@ def pack(
     folder = out = out.removeprefix("local:")  # local:/path is a read-side stand-in for an object store
     if is_uri(out) and not out.startswith(WRITE_PREFIXES):
         raise DataError(f"{out}: litdata writes only to a local folder, s3:// or gs://; pack there and copy")
-    if is_uri(out):
-        _store_filesystem(out)  # before hours of packing, not at the manifest
-    if not is_uri(folder) and (Path(folder) / PACK_FILE).exists() and not overwrite:
+    if is_uri(out) and not out.split("://", 1)[1].strip("/").count("/"):
+        raise DataError(f"{out}: name a prefix inside the bucket, e.g. {out.rstrip('/')}/coinrun")
+    fs = _filesystem(out)  # before hours of packing, not at the manifest
+    if fs.exists(_join(out, PACK_FILE)) and not overwrite:
         raise DataError(f"{out}: already a packed dataset; pass --overwrite to replace it, or pick another OUT")
     span = (seq_len - 1) * frame_stride + 1
     videos = usable_videos(src, min_frames=span, min_size=min(*frame_size(resolution), 8))
@@ -188,23 +191,26 @@ def pack(
         )
     intent = {**manifest, "splits": {split: entry for split, (_, entry) in plan.items()}}
     intent.update(num_workers=num_workers, chunk_bytes=chunk_bytes)
-    resume = not is_uri(folder) and not overwrite and _partial(folder) == intent
-    if not is_uri(folder) and Path(folder).exists() and any(Path(folder).iterdir()) and not resume:
-        ours = any((Path(folder) / name).exists() for name in (PACK_FILE, PARTIAL_FILE))
+    resume = not overwrite and _partial(fs, folder) == intent
+    if fs.exists(folder) and fs.ls(folder) and not resume:
+        ours = any(fs.exists(_join(folder, name)) for name in (PACK_FILE, PARTIAL_FILE))
         if not ours and not overwrite:
             raise DataError(f"{out}: a folder that is not a packed dataset; pick an empty or new OUT")
-        if (Path(folder) / PARTIAL_FILE).exists() and not overwrite:
+        if fs.exists(_join(folder, PARTIAL_FILE)) and not overwrite:
             log.warning("%s: a killed pack of other settings or files; packing again from the start", out)
-        shutil.rmtree(folder)  # a finished pack with --overwrite, or a killed pack that cannot be resumed
-    if not is_uri(folder):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / PARTIAL_FILE).write_text(json.dumps(intent, indent=1))
+        fs.rm(folder, recursive=True)  # a finished pack with --overwrite, or a killed pack that cannot be resumed
+        fs.invalidate_cache()
+    fs.makedirs(folder, exist_ok=True)
+    with fs.open(_join(folder, PARTIAL_FILE), "w") as f:
+        f.write(json.dumps(intent, indent=1))
     started = time.perf_counter()
     for split, (clips, entry) in plan.items():
-        done = not is_uri(folder) and (Path(folder) / split / "index.json").is_file()
+        done = fs.isfile(_join(_join(folder, split), "index.json"))
         if resume:
             log.info("%s/%s: %s", out, split, "already packed" if done else "resuming the killed pack")
         if len(clips) and not (resume and done):
+            if resume:
+                _trim_checkpoints(fs, _join(folder, split))
             optimize(
                 fn=_ClipWriter(clips),
                 inputs=list(range(len(clips))),
@@ -214,19 +220,70 @@ def pack(
                 reorder_files=False,
                 start_method="fork",
                 use_checkpoint=True,  # a killed pack resumes from its last finished chunks
+                # in a store, litdata (0.2.76) takes any non-empty prefix for a finished split (its index check
+                # reads a bool as an exception) and refuses to resume; "append" skips that check and, with no
+                # index.json there yet, numbers the chunks from 0 as the killed run did
+                mode="append" if resume and is_uri(folder) else None,
             )
+            fs.invalidate_cache()  # litdata wrote past fsspec's listing cache
+        if len(clips):
+            check_shards(_join(folder, split))  # litdata logs a failed upload and goes on
         manifest["splits"][split] = entry
     manifest["pack_seconds"] = round(time.perf_counter() - started, 1)
     _write_manifest(out, manifest)
-    if not is_uri(folder):
-        (Path(folder) / PARTIAL_FILE).unlink(missing_ok=True)
+    fs.rm(_join(folder, PARTIAL_FILE))
     return manifest
 
 
-def _partial(folder: str) -> dict | None:
+def _trim_checkpoints(fs, split_dir: str) -> None:
+    """Cut each litdata worker checkpoint of a killed pack's split back to the chunks that `split_dir` holds.
+
+    litdata (0.2.76) uploads a worker's checkpoint beside its chunks, not after them, so a pack killed while
+    writing to a store can leave a checkpoint naming chunks that never arrived; resuming from it would skip
+    their clips (seen in tests/test_packed.py: checkpoints naming 10 and 11 chunks beside 4 uploaded). One input
+    is one clip here (_ClipWriter), so the inputs done are the clips of the chunks kept. A checkpoint of another
+    shape is removed, and its worker starts its share again."""
+    chunk_name = re.compile(r"chunk-\d+-(\d+)\.bin")
+    held = {Path(name).name for name in fs.ls(split_dir, detail=False)} if fs.exists(split_dir) else set()
+    for path in fs.glob(_join(_join(split_dir, ".checkpoints"), "checkpoint-*.json")):
+        try:
+            with fs.open(path, "r") as f:
+                state = json.load(f)
+            kept = []
+            for chunk in state["chunks"]:
+                if chunk["filename"] not in held:
+                    break
+                kept.append(chunk)
+            if len(kept) == len(state["chunks"]):
+                continue
+            done = sum(int(chunk["chunk_size"]) for chunk in kept)
+            after = int(chunk_name.fullmatch(kept[-1]["filename"]).group(1)) + 1 if kept else 0
+        except (KeyError, TypeError, ValueError, AttributeError):
+            fs.rm(path)
+            continue
+        log.warning(
+            "%s: its checkpoint names %d chunks, %d of them written; resuming after those",
+            path,
+            len(state["chunks"]),
+            len(kept),
+        )
+        state.update(chunks=kept, inputs_done=done, samples_written=done, done_till_index=done, next_chunk_index=after)
+        with fs.open(path, "w") as f:
+            json.dump(state, f)
+
+
+def _filesystem(path: str):
+    """The fsspec filesystem `path` lives on: the local one, or the object store's (_store_filesystem)."""
+    import fsspec
+
+    return _store_filesystem(path) if is_uri(path) else fsspec.filesystem("file")
+
+
+def _partial(fs, folder: str) -> dict | None:
     """The settings a killed pack of `folder` was started with (its genie_pack.partial.json), or None."""
     try:
-        return json.loads((Path(folder) / PARTIAL_FILE).read_text())
+        with fs.open(_join(folder, PARTIAL_FILE), "r") as f:
+            return json.load(f)
     except (OSError, ValueError):
         return None
 
@@ -275,25 +332,30 @@ def check_cut(manifest: dict, data_cfg, where: str | Path) -> None:
 
 
 def check_shards(split_dir: str | Path) -> None:
-    """Raise DataError naming the first chunk of a local packed split that is missing or truncated (its size
-    differs from what index.json records), so a damaged shard is a one-line error instead of a hang or a
-    decoding failure deep in a worker. Object-store splits are not checked here."""
-    if is_uri(split_dir):
-        return
-    index = Path(split_dir) / "index.json"
+    """Raise DataError naming the first chunk of a packed split (a local folder or an object-store prefix) that is
+    missing or truncated (its size differs from what index.json records), so a damaged or never uploaded shard is
+    a one-line error instead of a hang or a decoding failure deep in a worker. One listing of the split; a
+    `local:` split is checked as the local folder it is."""
+    split_dir = str(split_dir).removeprefix("local:")
+    fs = _filesystem(split_dir)
+    index = _join(split_dir, "index.json")
     try:
-        chunks = json.loads(index.read_text())["chunks"]
+        with fs.open(index, "r") as f:
+            chunks = json.load(f)["chunks"]
     except FileNotFoundError:
         raise DataError(f"{index}: not found; the packed split is incomplete, pack it again with --overwrite") from None
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{index}: unreadable ({type(e).__name__}); pack it again with --overwrite") from None
+    sizes = {Path(e["name"]).name: e["size"] for e in fs.ls(split_dir, detail=True) if e["type"] == "file"}
     for chunk in chunks:
-        path = Path(split_dir) / chunk["filename"]
-        if not path.is_file():
+        path, size = _join(split_dir, chunk["filename"]), sizes.get(chunk["filename"])
+        if size is None:
             raise DataError(f"{path}: shard missing; pack the dataset again with --overwrite")
-        if path.stat().st_size != chunk["chunk_bytes"]:
+        if size != chunk["chunk_bytes"]:
             raise DataError(
-                f"{path}: shard truncated or damaged ({path.stat().st_size} bytes, index.json records "
+                f"{path}: shard truncated or damaged ({size} bytes, index.json records "
                 f"{chunk['chunk_bytes']}); pack the dataset again with --overwrite"
             )
 
