@@ -88,14 +88,11 @@ def _join(root: str | Path, name: str) -> str:
 def read_manifest(path: str | Path) -> dict:
     """The genie_pack.json of a packed dataset as a dict. Raises DataError (one line, naming the file) when it is
     missing, unreadable or of another format."""
-    path = local_path(path)
+    path = local_path(path).removeprefix("local:")  # local:/path is read as the local folder it is
     where = _join(path, PACK_FILE)
     try:
-        if is_uri(path) and not path.startswith("local:"):
-            with _store_filesystem(path).open(where, "r") as f:
-                manifest = json.load(f)
-        else:
-            manifest = json.loads(Path(where.removeprefix("local:")).read_text())
+        with _filesystem(path).open(where, "r") as f:
+            manifest = json.load(f)
     except FileNotFoundError:
         raise DataError(f"{where}: not found; make the packed dataset with `genie data pack SRC {path}`") from None
     except Exception as e:
@@ -306,16 +303,14 @@ def _store_filesystem(uri: str):
 
 
 def _write_manifest(out: str | Path, manifest: dict) -> None:
-    text = json.dumps(manifest, indent=1)
-    if out.startswith("local:"):
-        out = out.removeprefix("local:")
-    elif is_uri(out):
-        with _store_filesystem(out).open(_join(out, PACK_FILE), "w") as f:
-            f.write(text)
-        return
-    tmp = Path(out) / (PACK_FILE + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(Path(out) / PACK_FILE)
+    out = str(out).removeprefix("local:")
+    fs, final = _filesystem(out), _join(out, PACK_FILE)
+    # an object's put is atomic; a local file is written beside and renamed into place
+    tmp = final if is_uri(out) else final + ".tmp"
+    with fs.open(tmp, "w") as f:
+        f.write(json.dumps(manifest, indent=1))
+    if tmp != final:
+        fs.mv(tmp, final)
 
 
 def check_cut(manifest: dict, data_cfg, where: str | Path) -> None:
